@@ -1,0 +1,116 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// migrations are applied in order, each once, each in its own transaction.
+// Never edit a migration that has shipped: append a new one.
+var migrations = []string{
+	// 1: foundation — metadata, signing keys, revocations, audit, grants.
+	`CREATE TABLE meta (
+		name  TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	);
+	CREATE TABLE signing_keys (
+		kid           TEXT PRIMARY KEY,
+		alg           TEXT NOT NULL,
+		private_key   TEXT NOT NULL,
+		created_at    BIGINT NOT NULL,
+		retired_at    BIGINT NOT NULL DEFAULT 0,
+		publish_until BIGINT NOT NULL DEFAULT 0
+	);
+	CREATE TABLE revoked_tokens (
+		issuer     TEXT NOT NULL,
+		jti        TEXT NOT NULL,
+		revoked_at BIGINT NOT NULL,
+		expires_at BIGINT NOT NULL,
+		revoked_by TEXT NOT NULL,
+		reason     TEXT NOT NULL,
+		PRIMARY KEY (issuer, jti)
+	);
+	CREATE TABLE audit_events (
+		seq       BIGINT PRIMARY KEY,
+		time      BIGINT NOT NULL,
+		type      TEXT NOT NULL,
+		actor     TEXT NOT NULL,
+		target    TEXT NOT NULL,
+		session   TEXT NOT NULL,
+		source    TEXT NOT NULL,
+		data      TEXT NOT NULL,
+		prev_hash TEXT NOT NULL,
+		hash      TEXT NOT NULL
+	);
+	CREATE INDEX audit_events_type_time ON audit_events (type, time);
+	CREATE INDEX audit_events_actor_time ON audit_events (actor, time);
+	CREATE TABLE grants (
+		id         TEXT PRIMARY KEY,
+		subject    TEXT NOT NULL,
+		role       TEXT NOT NULL,
+		target     TEXT NOT NULL,
+		login      TEXT NOT NULL,
+		actions    TEXT NOT NULL,
+		max_ttl    BIGINT NOT NULL,
+		time_window TEXT NOT NULL,
+		source_cidrs TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		created_by TEXT NOT NULL
+	);
+	CREATE INDEX grants_subject ON grants (subject);
+	CREATE INDEX grants_role ON grants (role);`,
+}
+
+// SchemaVersion is the schema version this binary migrates to.
+var SchemaVersion = len(migrations)
+
+func (db *DB) migrate(ctx context.Context) error {
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    BIGINT PRIMARY KEY,
+		applied_at BIGINT NOT NULL)`); err != nil {
+		return fmt.Errorf("store: migrate: %w", err)
+	}
+	var current int
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return fmt.Errorf("store: migrate: read version: %w", err)
+	}
+	if current > len(migrations) {
+		return fmt.Errorf("store: database schema version %d is newer than this binary's %d; upgrade vigil", current, len(migrations))
+	}
+	for v := current + 1; v <= len(migrations); v++ {
+		err := db.Tx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)`, v, time.Now().UnixNano())
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("store: migration %d: %w", v, err)
+		}
+	}
+	return nil
+}
+
+// Meta returns the value stored under name in the meta table, and whether it exists.
+func (db *DB) Meta(ctx context.Context, name string) (string, bool, error) {
+	var v string
+	err := db.QueryRowContext(ctx, `SELECT value FROM meta WHERE name = $1`, name).Scan(&v)
+	if err == sql.ErrNoRows {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("store: meta %s: %w", name, err)
+	}
+	return v, true, nil
+}
+
+// SetMetaOnce stores value under name unless the name already exists.
+func (db *DB) SetMetaOnce(ctx context.Context, name, value string) error {
+	if _, err := db.ExecContext(ctx, `INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, name, value); err != nil {
+		return fmt.Errorf("store: meta %s: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,652 @@
+package token
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jws"
+)
+
+// Leeway is the clock skew tolerated on exp, nbf and iat (RFC 8725 asks
+// for little; 60 s is the most the design allows).
+const Leeway = 30 * time.Second
+
+// MaxTokenSize is the largest token accepted; longer input is refused
+// before any decoding.
+const MaxTokenSize = 16 << 10
+
+// TypVigil is the "typ" header of Vigil's own tokens (RFC 8725 §3.11).
+const TypVigil = "vigil+jwt"
+
+// Reason says why a verification failed. The set is closed so it can label
+// metrics; Detail in VerifyError carries specifics.
+type Reason string
+
+// Verification outcomes.
+const (
+	ReasonOK             Reason = "ok"
+	ReasonEmpty          Reason = "empty"
+	ReasonOversized      Reason = "oversized"
+	ReasonMalformed      Reason = "malformed"
+	ReasonNonCanonical   Reason = "non_canonical_encoding"
+	ReasonAlgNone        Reason = "alg_none"
+	ReasonAlgHMAC        Reason = "alg_hmac"
+	ReasonAlgNotAllowed  Reason = "alg_not_allowed"
+	ReasonAlgKeyMismatch Reason = "alg_key_mismatch"
+	ReasonKeyReference   Reason = "header_key_reference"
+	ReasonCrit           Reason = "crit_unsupported"
+	ReasonTyp            Reason = "bad_typ"
+	ReasonMissingKID     Reason = "missing_kid"
+	ReasonUnknownIssuer  Reason = "unknown_issuer"
+	ReasonUnknownKID     Reason = "unknown_kid"
+	ReasonBadSignature   Reason = "bad_signature"
+	ReasonBadClaims      Reason = "bad_claims"
+	ReasonMissingClaim   Reason = "missing_claim"
+	ReasonAudience       Reason = "wrong_audience"
+	ReasonExpired        Reason = "expired"
+	ReasonNotYetValid    Reason = "not_yet_valid"
+	ReasonIssuedInFuture Reason = "issued_in_future"
+	ReasonLifetime       Reason = "lifetime_too_long"
+	ReasonRevoked        Reason = "revoked"
+	ReasonSource         Reason = "source_not_allowed"
+)
+
+// VerifyError is a token that failed a check. Callers show clients only a
+// generic denial; Reason and Detail are for the operator and the audit log.
+type VerifyError struct {
+	Reason Reason
+	Detail string
+}
+
+func (e *VerifyError) Error() string {
+	if e.Detail == "" {
+		return "token: " + string(e.Reason)
+	}
+	return "token: " + string(e.Reason) + ": " + e.Detail
+}
+
+func fail(r Reason, format string, args ...any) *VerifyError {
+	return &VerifyError{Reason: r, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Identity is a verified token.
+type Identity struct {
+	Claims Claims
+	// Roles are Vigil's own "roles" claim, or for an external issuer the
+	// values of its roles_claim.
+	Roles []string
+	// Admin reports whether the token administers Vigil.
+	Admin bool
+	// External reports whether a trusted external issuer signed it.
+	External bool
+	KID      string
+	Alg      string
+}
+
+// Attempt is the record of one verification, for the audit log, metrics
+// and the monitor. On failure, Issuer, Subject and JTI are what the token
+// claimed, unverified. It never holds the token itself.
+type Attempt struct {
+	Time     time.Time
+	Accepted bool
+	Reason   Reason
+	Detail   string
+	Issuer   string
+	Subject  string
+	JTI      string
+	KID      string
+	Alg      string
+	Source   string
+	External bool
+	// Cached reports that the signature check was served from the cache.
+	Cached bool
+}
+
+// Observer is told of every verification. An error from it fails the
+// verification closed: a verification that cannot be recorded does not
+// grant access.
+type Observer func(ctx context.Context, a *Attempt) error
+
+// VerifierConfig configures NewVerifier.
+type VerifierConfig struct {
+	// Issuer and Audience of Vigil's own tokens.
+	Issuer   string
+	Audience string
+	// MaxTTL caps the lifetime (exp - iat) of Vigil's own tokens.
+	MaxTTL time.Duration
+	// Keyring verifies Vigil's own tokens.
+	Keyring *Keyring
+	// Revocations is the deny list; nil means none (tests only).
+	Revocations *Revocations
+	// Issuers are the trusted external issuers.
+	Issuers []*RemoteIssuer
+	// Observe is called for every verification; nil records nothing.
+	Observe Observer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// CacheSize bounds the verified-signature cache; 0 disables it.
+	CacheSize int
+}
+
+// Verifier verifies Vigil's own tokens and those of trusted external
+// issuers with one set of rules. It is safe for concurrent use.
+type Verifier struct {
+	cfg     VerifierConfig
+	issuers map[string]*RemoteIssuer
+	cache   *verifyCache
+}
+
+// NewVerifier returns a Verifier for cfg.
+func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
+	if cfg.Issuer == "" || cfg.Audience == "" {
+		return nil, errors.New("token: verifier needs an issuer and an audience")
+	}
+	if cfg.Keyring == nil {
+		return nil, errors.New("token: verifier needs a keyring")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	v := &Verifier{cfg: cfg, issuers: make(map[string]*RemoteIssuer)}
+	for _, ri := range cfg.Issuers {
+		if ri.cfg.Issuer == cfg.Issuer {
+			return nil, fmt.Errorf("token: external issuer %q has the same name as Vigil's own issuer", ri.cfg.Issuer)
+		}
+		if _, dup := v.issuers[ri.cfg.Issuer]; dup {
+			return nil, fmt.Errorf("token: issuer %q configured twice", ri.cfg.Issuer)
+		}
+		v.issuers[ri.cfg.Issuer] = ri
+	}
+	if cfg.CacheSize > 0 {
+		v.cache = newVerifyCache(cfg.CacheSize)
+	}
+	return v, nil
+}
+
+// Verify checks raw, presented from source (the zero Addr when unknown),
+// and returns its identity. Failures are *VerifyError; any other error
+// means the verification could not be recorded. Either way access is
+// denied. Every call is reported to the Observer.
+func (v *Verifier) Verify(ctx context.Context, raw string, source netip.Addr) (*Identity, error) {
+	a := &Attempt{Time: v.cfg.Now()}
+	if source.IsValid() {
+		a.Source = source.String()
+	}
+	id, err := v.verify(ctx, raw, source, a)
+	if err != nil {
+		var ve *VerifyError
+		if !errors.As(err, &ve) {
+			ve = &VerifyError{Reason: ReasonMalformed, Detail: err.Error()}
+			err = ve
+		}
+		a.Reason, a.Detail = ve.Reason, ve.Detail
+	} else {
+		a.Accepted, a.Reason = true, ReasonOK
+	}
+	if v.cfg.Observe != nil {
+		if oerr := v.cfg.Observe(ctx, a); oerr != nil {
+			return nil, fmt.Errorf("token: record verification: %w", oerr)
+		}
+	}
+	return id, err
+}
+
+// header is the JOSE header after the checks in parseHeader.
+type header struct {
+	alg, kid, typ string
+}
+
+func (v *Verifier) verify(ctx context.Context, raw string, source netip.Addr, a *Attempt) (*Identity, error) {
+	if raw == "" {
+		return nil, fail(ReasonEmpty, "no token")
+	}
+	if len(raw) > MaxTokenSize {
+		return nil, fail(ReasonOversized, "%d bytes, limit %d", len(raw), MaxTokenSize)
+	}
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return nil, fail(ReasonMalformed, "compact serialization has 3 parts, got %d", len(parts))
+	}
+	var cacheKey [32]byte
+	if v.cache != nil {
+		cacheKey = sha256.Sum256([]byte(raw))
+		if e := v.cache.get(cacheKey); e != nil {
+			a.Cached = true
+			fillAttempt(a, &e.id.Claims, e.id.KID, e.id.Alg, e.id.External)
+			if err := v.stillValid(ctx, e); err != nil {
+				return nil, err
+			}
+			if err := v.checkTime(&e.id.Claims, e.lifetime); err != nil {
+				return nil, err
+			}
+			if err := v.checkUse(&e.id.Claims, source); err != nil {
+				return nil, err
+			}
+			id := e.id
+			return &id, nil
+		}
+	}
+
+	// The header is judged first so that, for example, an unsigned
+	// "alg":"none" token is recorded as such rather than as malformed.
+	if err := canonicalB64(parts[0]); err != nil {
+		return nil, fail(ReasonNonCanonical, "header: %v", err)
+	}
+	hdrJSON, _ := base64.RawURLEncoding.DecodeString(parts[0])
+	hdr, err := parseHeader(hdrJSON)
+	if err != nil {
+		return nil, err
+	}
+	a.KID, a.Alg = hdr.kid, hdr.alg
+	for i, p := range parts[1:] {
+		if err := canonicalB64(p); err != nil {
+			return nil, fail(ReasonNonCanonical, "%s: %v", [2]string{"payload", "signature"}[i], err)
+		}
+	}
+	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+
+	members, err := decodeObject(payload)
+	if err != nil {
+		return nil, fail(ReasonMalformed, "payload: %v", err)
+	}
+	var iss string
+	if m, ok := members["iss"]; ok {
+		if err := json.Unmarshal(m, &iss); err != nil {
+			return nil, fail(ReasonBadClaims, "iss is not a string")
+		}
+	}
+	a.Issuer = iss
+	// Claimed values for the record before the signature is checked.
+	_ = json.Unmarshal(members["sub"], &a.Subject)
+	_ = json.Unmarshal(members["jti"], &a.JTI)
+	if iss == "" {
+		return nil, fail(ReasonMissingClaim, "iss")
+	}
+
+	// The issuer named in the (still unverified) payload only selects
+	// which trusted key set to look in; the signature then proves it.
+	var key *verifyKey
+	var remote *RemoteIssuer
+	if iss == v.cfg.Issuer {
+		if !strings.EqualFold(hdr.typ, TypVigil) && !strings.EqualFold(hdr.typ, "application/"+TypVigil) {
+			return nil, fail(ReasonTyp, "typ %q, want %q", hdr.typ, TypVigil)
+		}
+		key = v.cfg.Keyring.lookup(hdr.kid)
+	} else if remote = v.issuers[iss]; remote != nil {
+		a.External = true
+		switch strings.ToLower(hdr.typ) {
+		case "", "jwt", "at+jwt", "application/jwt", "application/at+jwt":
+		default:
+			return nil, fail(ReasonTyp, "typ %q not accepted from an external issuer", hdr.typ)
+		}
+		key = remote.lookup(ctx, hdr.kid)
+	} else {
+		return nil, fail(ReasonUnknownIssuer, "%q", iss)
+	}
+	if key == nil {
+		return nil, fail(ReasonUnknownKID, "kid %q for issuer %q", hdr.kid, iss)
+	}
+	if key.alg != hdr.alg {
+		return nil, fail(ReasonAlgKeyMismatch, "header alg %s, key %s is pinned to %s", hdr.alg, key.kid, key.alg)
+	}
+	if _, err := jws.VerifyCompactFast(key.pub, []byte(raw), allowedAlgs[key.alg]); err != nil {
+		return nil, fail(ReasonBadSignature, "kid %q", hdr.kid)
+	}
+
+	// Signature good: now the claims mean something.
+	claims, err := decodeClaims(members, remote == nil)
+	if err != nil {
+		return nil, err
+	}
+	lifetime := v.cfg.MaxTTL
+	id := &Identity{Claims: *claims, KID: key.kid, Alg: key.alg, External: remote != nil}
+	audience := v.cfg.Audience
+	if remote != nil {
+		lifetime = remote.cfg.MaxLifetime
+		audience = remote.cfg.Audience
+		roles, err := extractRoles(members, remote.cfg.RolesClaim)
+		if err != nil {
+			return nil, err
+		}
+		id.Roles = roles
+		id.Claims.Grants, id.Claims.Roles, id.Claims.BreakGlass = nil, nil, false
+		for _, r := range roles {
+			if contains(remote.cfg.AdminRoles, r) {
+				id.Admin = true
+			}
+		}
+	} else {
+		id.Roles = claims.Roles
+		id.Admin = claims.HasRole(RoleAdmin)
+	}
+	if !contains(claims.Audience, audience) {
+		return nil, fail(ReasonAudience, "aud %v does not include %q", []string(claims.Audience), audience)
+	}
+	if err := v.checkTime(claims, lifetime); err != nil {
+		return nil, err
+	}
+	if err := v.checkUse(claims, source); err != nil {
+		return nil, err
+	}
+	if v.cache != nil {
+		v.cache.put(cacheKey, &cacheEntry{id: *id, key: key, remote: remote, lifetime: lifetime}, v.cfg.Now())
+	}
+	return id, nil
+}
+
+func fillAttempt(a *Attempt, c *Claims, kid, alg string, external bool) {
+	a.Issuer, a.Subject, a.JTI, a.KID, a.Alg, a.External = c.Issuer, c.Subject, c.ID, kid, alg, external
+}
+
+// checkTime enforces exp, nbf, iat and the lifetime cap.
+func (v *Verifier) checkTime(c *Claims, lifetime time.Duration) error {
+	now := v.cfg.Now()
+	if !now.Before(c.ExpiresAt.Add(Leeway)) {
+		return fail(ReasonExpired, "expired at %s", c.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	if !c.NotBefore.IsZero() && now.Add(Leeway).Before(c.NotBefore.Time) {
+		return fail(ReasonNotYetValid, "nbf %s", c.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if !c.IssuedAt.IsZero() {
+		if now.Add(Leeway).Before(c.IssuedAt.Time) {
+			return fail(ReasonIssuedInFuture, "iat %s", c.IssuedAt.UTC().Format(time.RFC3339))
+		}
+		if c.ExpiresAt.Sub(c.IssuedAt.Time) > lifetime {
+			return fail(ReasonLifetime, "lifetime %s exceeds %s", c.ExpiresAt.Sub(c.IssuedAt.Time), lifetime)
+		}
+	}
+	if c.ExpiresAt.Sub(now) > lifetime+Leeway {
+		return fail(ReasonLifetime, "expires in %s, more than %s", c.ExpiresAt.Sub(now).Round(time.Second), lifetime)
+	}
+	return nil
+}
+
+// checkUse enforces revocation and the token's source networks.
+func (v *Verifier) checkUse(c *Claims, source netip.Addr) error {
+	if c.ID != "" && v.cfg.Revocations.IsRevoked(c.Issuer, c.ID) {
+		return fail(ReasonRevoked, "jti %q", c.ID)
+	}
+	if len(c.Src) > 0 {
+		nets, err := parseSources(c.Src)
+		if err != nil {
+			return fail(ReasonBadClaims, "%v", err)
+		}
+		if !source.IsValid() || !sourceAllowed(nets, source) {
+			return fail(ReasonSource, "source %s not in %v", source, c.Src)
+		}
+	}
+	return nil
+}
+
+// stillValid re-checks a cached entry's key: a key retired past its
+// publication, or replaced at the IdP, no longer verifies anything.
+func (v *Verifier) stillValid(ctx context.Context, e *cacheEntry) error {
+	var cur *verifyKey
+	if e.remote == nil {
+		cur = v.cfg.Keyring.lookup(e.key.kid)
+	} else {
+		cur = e.remote.current(e.key.kid)
+	}
+	if cur == nil || cur.alg != e.key.alg || !publicEqual(cur.pub, e.key.pub) {
+		return fail(ReasonUnknownKID, "kid %q no longer published", e.key.kid)
+	}
+	return nil
+}
+
+func publicEqual(a, b any) bool {
+	eq, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && eq.Equal(b)
+}
+
+// parseHeader applies every header rule and returns alg, kid and typ.
+func parseHeader(b []byte) (*header, error) {
+	m, err := decodeObject(b)
+	if err != nil {
+		return nil, fail(ReasonMalformed, "header: %v", err)
+	}
+	h := &header{}
+	for name, raw := range m {
+		switch name {
+		case "alg", "kid", "typ":
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil {
+				return nil, fail(ReasonMalformed, "header %s is not a string", name)
+			}
+			switch name {
+			case "alg":
+				h.alg = s
+			case "kid":
+				h.kid = s
+			case "typ":
+				h.typ = s
+			}
+		case "jku", "x5u", "x5c", "jwk":
+			// Keys come only from configuration; a token naming or
+			// embedding its own key is an attack, not a hint.
+			return nil, fail(ReasonKeyReference, "header %q", name)
+		case "crit", "b64":
+			return nil, fail(ReasonCrit, "header %q: no extensions are supported", name)
+		case "cty":
+			return nil, fail(ReasonMalformed, "nested or typed content (cty) is not accepted")
+		}
+	}
+	switch {
+	case h.alg == "":
+		return nil, fail(ReasonMalformed, "header has no alg")
+	case strings.EqualFold(strings.TrimSpace(h.alg), "none"):
+		return nil, fail(ReasonAlgNone, "alg %q", h.alg)
+	case strings.HasPrefix(strings.ToUpper(h.alg), "HS"):
+		return nil, fail(ReasonAlgHMAC, "alg %q", h.alg)
+	}
+	if _, ok := allowedAlgs[h.alg]; !ok {
+		return nil, fail(ReasonAlgNotAllowed, "alg %q", h.alg)
+	}
+	if h.kid == "" {
+		return nil, fail(ReasonMissingKID, "header has no kid")
+	}
+	return h, nil
+}
+
+// decodeClaims reads the registered and Vigil claims by their exact names
+// (encoding/json alone would match "ISS" to iss), with strict types.
+func decodeClaims(m map[string]json.RawMessage, own bool) (*Claims, error) {
+	c := &Claims{}
+	fields := []struct {
+		name     string
+		dst      any
+		required bool
+	}{
+		{"iss", &c.Issuer, true},
+		{"sub", &c.Subject, true},
+		{"aud", &c.Audience, true},
+		{"exp", &c.ExpiresAt, true},
+		{"iat", &c.IssuedAt, own},
+		{"nbf", &c.NotBefore, false},
+		{"jti", &c.ID, own},
+		{"grants", &c.Grants, false},
+		{"src", &c.Src, false},
+		{"roles", &c.Roles, false},
+		{"bg", &c.BreakGlass, false},
+	}
+	for _, f := range fields {
+		raw, ok := m[f.name]
+		if !ok || string(raw) == "null" {
+			if f.required {
+				return nil, fail(ReasonMissingClaim, "%s", f.name)
+			}
+			continue
+		}
+		if !own && (f.name == "grants" || f.name == "roles" || f.name == "bg") {
+			continue // meaningful only in Vigil's own tokens
+		}
+		if err := json.Unmarshal(raw, f.dst); err != nil {
+			return nil, fail(ReasonBadClaims, "%s: %v", f.name, err)
+		}
+	}
+	if c.Subject == "" {
+		return nil, fail(ReasonMissingClaim, "sub is empty")
+	}
+	if len(c.Audience) == 0 {
+		return nil, fail(ReasonMissingClaim, "aud is empty")
+	}
+	if own && c.ID == "" {
+		return nil, fail(ReasonMissingClaim, "jti is empty")
+	}
+	for _, g := range c.Grants {
+		if err := g.Validate(); err != nil {
+			return nil, fail(ReasonBadClaims, "%v", err)
+		}
+	}
+	if _, err := parseSources(c.Src); err != nil {
+		return nil, fail(ReasonBadClaims, "%v", err)
+	}
+	return c, nil
+}
+
+// extractRoles reads the roles claim at path (dots descend into objects):
+// a string or an array of strings.
+func extractRoles(m map[string]json.RawMessage, path string) ([]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	names := strings.Split(path, ".")
+	raw, ok := m[names[0]]
+	for _, name := range names[1:] {
+		if !ok {
+			break
+		}
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(raw, &obj) != nil {
+			ok = false
+			break
+		}
+		raw, ok = obj[name]
+	}
+	if !ok {
+		return nil, nil
+	}
+	var one string
+	if json.Unmarshal(raw, &one) == nil {
+		return []string{one}, nil
+	}
+	var many []string
+	if err := json.Unmarshal(raw, &many); err != nil {
+		return nil, fail(ReasonBadClaims, "roles claim %s is not a string or an array of strings", path)
+	}
+	return many, nil
+}
+
+// canonicalB64 accepts only unpadded base64url with zero trailing bits:
+// exactly one encoding of each value, so no two strings carry the same
+// token (RFC 7515 §2, RFC 4648 §3.5).
+func canonicalB64(s string) error {
+	if s == "" {
+		return errors.New("empty")
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("byte %d (%q) is not base64url", i, c)
+		}
+	}
+	if _, err := base64.RawURLEncoding.Strict().DecodeString(s); err != nil {
+		return err
+	}
+	return nil
+}
+
+// decodeObject decodes a JSON object into its members, refusing duplicate
+// member names (which different parsers resolve differently) and trailing
+// data.
+func decodeObject(b []byte) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, errors.New("not a JSON object")
+	}
+	m := make(map[string]json.RawMessage, 12)
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		name, ok := t.(string)
+		if !ok {
+			return nil, errors.New("bad member name")
+		}
+		if _, dup := m[name]; dup {
+			return nil, fmt.Errorf("duplicate member %q", name)
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, err
+		}
+		m[name] = raw
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the JSON object")
+	}
+	return m, nil
+}
+
+// cacheEntry is a token whose signature and claims were verified.
+type cacheEntry struct {
+	id       Identity
+	key      *verifyKey
+	remote   *RemoteIssuer
+	lifetime time.Duration
+}
+
+// verifyCache remembers verified tokens by the SHA-256 of their exact
+// bytes, so a repeated token skips only the signature check; time,
+// revocation, source and key publication are checked on every use. A
+// re-encoded or malleated token hashes differently and is verified afresh.
+type verifyCache struct {
+	max int
+	// mu guards m.
+	mu sync.Mutex
+	m  map[[32]byte]*cacheEntry
+}
+
+func newVerifyCache(max int) *verifyCache {
+	return &verifyCache{max: max, m: make(map[[32]byte]*cacheEntry, max)}
+}
+
+func (c *verifyCache) get(k [32]byte) *cacheEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[k]
+}
+
+func (c *verifyCache) put(k [32]byte, e *cacheEntry, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.max {
+		// Evict expired entries, else an arbitrary one.
+		for key, old := range c.m {
+			if now.After(old.id.Claims.ExpiresAt.Time) {
+				delete(c.m, key)
+			}
+		}
+		for key := range c.m {
+			if len(c.m) < c.max {
+				break
+			}
+			delete(c.m, key)
+		}
+	}
+	c.m[k] = e
+}
