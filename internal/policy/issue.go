@@ -1,0 +1,162 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/vigil-pam/vigil/internal/token"
+)
+
+// DeniedError is a request the caller is not entitled to. Its message is
+// safe to show the caller: it names only what they asked for.
+type DeniedError struct{ Reason string }
+
+func (e *DeniedError) Error() string { return "policy: " + e.Reason }
+
+func deny(format string, args ...any) error {
+	return &DeniedError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// AuthorizeIssue is the one place that decides whether caller may have req
+// signed, given the caller's stored grants (of their user and roles) and
+// the signer's maximum lifetime. It returns the request to sign, with the
+// subject, lifetime and source networks settled.
+//
+// An admin may have any token issued within maxTTL. Anyone else may only
+// have a token issued for themselves, carrying a subset of their stored
+// grants that are open now (time window), no longer than the shortest
+// max_ttl among the grants used, ending within the current window, never
+// outliving the token they present, and restricted to the grants' source
+// networks and their own token's.
+func AuthorizeIssue(caller *token.Identity, req token.Request, stored []Grant, now time.Time, maxTTL time.Duration) (token.Request, error) {
+	if caller.Admin {
+		if req.Subject == "" {
+			return req, errors.New("policy: a subject (user) is required")
+		}
+		return req, nil
+	}
+	sub := caller.Claims.Subject
+	if req.Subject != "" && req.Subject != sub {
+		return req, deny("only an admin may issue tokens for another user")
+	}
+	req.Subject = sub
+	if len(req.Roles) > 0 || req.BreakGlass {
+		return req, deny("only an admin may issue tokens with roles or break-glass")
+	}
+	if len(req.Grants) == 0 {
+		return req, deny("request at least one grant")
+	}
+
+	// The lifetime limit: explicit requests beyond it are refused, the
+	// default is shortened to fit.
+	limit := maxTTL
+	var limitWhy string
+	if left := caller.Claims.ExpiresAt.Sub(now); left < limit {
+		limit, limitWhy = left, "the presented token expires sooner"
+	}
+	var from []string
+	fromSet := false
+	for _, want := range req.Grants {
+		for _, action := range want.Actions {
+			g, openUntil, why := findGrant(stored, want.Target, want.Login, action, now)
+			if g == nil {
+				return req, deny("no grant allows %s on %s as %s%s", action, want.Target, want.Login, why)
+			}
+			if g.MaxTTL > 0 && g.MaxTTL < limit {
+				limit, limitWhy = g.MaxTTL, fmt.Sprintf("grant %s has max_ttl %s", g.ID, g.MaxTTL)
+			}
+			if !openUntil.IsZero() && openUntil.Sub(now) < limit {
+				limit, limitWhy = openUntil.Sub(now), fmt.Sprintf("grant %s's window closes at %s", g.ID, openUntil.Format(time.RFC3339))
+			}
+			if !fromSet {
+				from, fromSet = g.From, true
+			} else if !sameSet(from, g.From) {
+				return req, deny("the requested grants have different source networks; request them in separate tokens")
+			}
+		}
+	}
+	switch {
+	case req.TTL == 0:
+		req.TTL = min(token.DefaultTTL, limit).Truncate(time.Second)
+	case req.TTL > limit:
+		return req, deny("ttl %s exceeds what is allowed: %s", req.TTL, limitWhy)
+	}
+	if req.TTL < time.Second {
+		return req, deny("no lifetime left: %s", limitWhy)
+	}
+	src, err := narrowSources(from, req.Src)
+	if err != nil {
+		return req, err
+	}
+	if req.Src, err = narrowSources(caller.Claims.Src, src); err != nil {
+		return req, err
+	}
+	return req, nil
+}
+
+// findGrant returns a stored grant allowing action on target as login that
+// is open at now, with the end of its current window (zero: no window).
+// When none is found, why explains a near miss.
+func findGrant(stored []Grant, target, login, action string, now time.Time) (*Grant, time.Time, string) {
+	why := ""
+	for i := range stored {
+		g := &stored[i]
+		if !(token.Grant{Target: g.Target, Login: g.Login, Actions: g.Actions}).Allows(target, login, action) {
+			continue
+		}
+		w, err := ParseWindow(g.Window)
+		if err != nil {
+			continue // stored grants are validated; an unparseable one allows nothing
+		}
+		open, until := w.Open(now)
+		if !open {
+			why = " at this time (window " + g.Window + ")"
+			continue
+		}
+		return g, until, ""
+	}
+	return nil, time.Time{}, why
+}
+
+// narrowSources returns requested when it lies within allowed (empty
+// allowed: anything), allowed when nothing is requested.
+func narrowSources(allowed, requested []string) ([]string, error) {
+	if len(allowed) == 0 {
+		return requested, nil
+	}
+	if len(requested) == 0 {
+		return allowed, nil
+	}
+	for _, r := range requested {
+		rp, err := netip.ParsePrefix(r)
+		if err != nil {
+			return nil, deny("src %q is not a CIDR", r)
+		}
+		inside := false
+		for _, a := range allowed {
+			ap, err := netip.ParsePrefix(a)
+			if err == nil && ap.Bits() <= rp.Bits() && ap.Contains(rp.Addr()) {
+				inside = true
+				break
+			}
+		}
+		if !inside {
+			return nil, deny("src %s is outside the allowed networks %v", r, allowed)
+		}
+	}
+	return requested, nil
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !contains(b, x) {
+			return false
+		}
+	}
+	return true
+}
