@@ -64,6 +64,13 @@ func openSQLite(ctx context.Context, rawURL, path string) (*DB, error) {
 			return nil, fmt.Errorf("store: database directory %s is not a directory", dir)
 		}
 	}
+	// The database holds sealed keys and the audit trail: owner only.
+	// SQLite gives its -wal and -shm files the database file's mode.
+	if f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", path, err)
+	} else {
+		f.Close()
+	}
 	// synchronous(FULL) makes a commit durable on return, which the audit
 	// log relies on; _txlock=immediate takes the write lock at BEGIN so a
 	// transaction never fails half-way with SQLITE_BUSY on upgrade.

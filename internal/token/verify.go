@@ -107,8 +107,10 @@ type Attempt struct {
 	JTI      string
 	KID      string
 	Alg      string
-	Source   string
-	External bool
+	Source string
+	// Kind is "vigil" for Vigil's own issuer, "external" for a trusted
+	// external issuer, "unknown" when the token named neither.
+	Kind string
 	// Cached reports that the signature check was served from the cache.
 	Cached bool
 }
@@ -179,7 +181,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 // means the verification could not be recorded. Either way access is
 // denied. Every call is reported to the Observer.
 func (v *Verifier) Verify(ctx context.Context, raw string, source netip.Addr) (*Identity, error) {
-	a := &Attempt{Time: v.cfg.Now()}
+	a := &Attempt{Time: v.cfg.Now(), Kind: "unknown"}
 	if source.IsValid() {
 		a.Source = source.String()
 	}
@@ -223,7 +225,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, source netip.Addr, a 
 		cacheKey = sha256.Sum256([]byte(raw))
 		if e := v.cache.get(cacheKey); e != nil {
 			a.Cached = true
-			fillAttempt(a, &e.id.Claims, e.id.KID, e.id.Alg, e.id.External)
+			fillAttempt(a, &e.id)
 			if err := v.stillValid(ctx, e); err != nil {
 				return nil, err
 			}
@@ -279,12 +281,13 @@ func (v *Verifier) verify(ctx context.Context, raw string, source netip.Addr, a 
 	var key *verifyKey
 	var remote *RemoteIssuer
 	if iss == v.cfg.Issuer {
+		a.Kind = "vigil"
 		if !strings.EqualFold(hdr.typ, TypVigil) && !strings.EqualFold(hdr.typ, "application/"+TypVigil) {
 			return nil, fail(ReasonTyp, "typ %q, want %q", hdr.typ, TypVigil)
 		}
 		key = v.cfg.Keyring.lookup(hdr.kid)
 	} else if remote = v.issuers[iss]; remote != nil {
-		a.External = true
+		a.Kind = "external"
 		switch strings.ToLower(hdr.typ) {
 		case "", "jwt", "at+jwt", "application/jwt", "application/at+jwt":
 		default:
@@ -345,8 +348,11 @@ func (v *Verifier) verify(ctx context.Context, raw string, source netip.Addr, a 
 	return id, nil
 }
 
-func fillAttempt(a *Attempt, c *Claims, kid, alg string, external bool) {
-	a.Issuer, a.Subject, a.JTI, a.KID, a.Alg, a.External = c.Issuer, c.Subject, c.ID, kid, alg, external
+func fillAttempt(a *Attempt, id *Identity) {
+	a.Issuer, a.Subject, a.JTI, a.KID, a.Alg, a.Kind = id.Claims.Issuer, id.Claims.Subject, id.Claims.ID, id.KID, id.Alg, "vigil"
+	if id.External {
+		a.Kind = "external"
+	}
 }
 
 // checkTime enforces exp, nbf, iat and the lifetime cap.

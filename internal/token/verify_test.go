@@ -68,7 +68,7 @@ func TestVerifyRules(t *testing.T) {
 		{"newline inside", parts[0] + "." + parts[1][:10] + "\n" + parts[1][10:] + "." + parts[2], loopback, ReasonNonCanonical, ""},
 		{"trailing bits set", parts[0] + "." + parts[1] + "." + nonCanonicalSig, loopback, ReasonNonCanonical, ""},
 		{"header not JSON", b64([]byte("not json")) + "." + parts[1] + "." + parts[2], loopback, ReasonMalformed, ""},
-		{"header duplicate alg", b64([]byte(`{"alg":"EdDSA","alg":"none","kid":"` + f.kr.signer().kid + `","typ":"vigil+jwt"}`)) + "." + parts[1] + "." + parts[2], loopback, ReasonMalformed, ""},
+		{"header duplicate alg", b64([]byte(`{"alg":"EdDSA","alg":"none","kid":"`+f.kr.signer().kid+`","typ":"vigil+jwt"}`)) + "." + parts[1] + "." + parts[2], loopback, ReasonMalformed, ""},
 		{"alg none unsigned", noneToken("none", ""), loopback, ReasonAlgNone, ""},
 		{"alg None", noneToken("None", ""), loopback, ReasonAlgNone, ""},
 		{"alg NONE", noneToken("NONE", ""), loopback, ReasonAlgNone, ""},

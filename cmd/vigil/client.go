@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// clientTimeout bounds one API call from the CLI.
+const clientTimeout = 30 * time.Second
+
+// client is the CLI's view of the HTTP API.
+type client struct {
+	addr  string
+	token string
+	http  *http.Client
+}
+
+// newClient reads VIGIL_ADDR and VIGIL_TOKEN; without VIGIL_TOKEN it uses
+// the admin token in the data directory (VIGIL_DATA, default ./vigil-data)
+// when readable.
+func newClient() (*client, error) {
+	addr := strings.TrimRight(os.Getenv("VIGIL_ADDR"), "/")
+	if addr == "" {
+		addr = "http://127.0.0.1:8080"
+	}
+	tok := strings.TrimSpace(os.Getenv("VIGIL_TOKEN"))
+	if tok == "" {
+		data := os.Getenv("VIGIL_DATA")
+		if data == "" {
+			data = "./vigil-data"
+		}
+		if b, err := os.ReadFile(filepath.Join(data, adminTokenFile)); err == nil {
+			tok = strings.TrimSpace(string(b))
+		}
+	}
+	if tok == "" {
+		return nil, errors.New("no token: set VIGIL_TOKEN (or run where ./vigil-data/admin.token is readable)")
+	}
+	return &client{addr: addr, token: tok, http: &http.Client{Timeout: clientTimeout}}, nil
+}
+
+// call sends in (when not nil) as JSON and decodes the answer into out.
+// API errors come back as "message (HTTP status)".
+func (c *client) call(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.addr+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach vigil at %s: %w", c.addr, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.Unmarshal(b, &e) == nil && e.Error.Message != "" {
+			return fmt.Errorf("%s (HTTP %d)", e.Error.Message, resp.StatusCode)
+		}
+		return fmt.Errorf("HTTP %d from %s", resp.StatusCode, path)
+	}
+	if out != nil {
+		if raw, ok := out.(*json.RawMessage); ok {
+			*raw = b
+			return nil
+		}
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("decode response: %w", err)
+		}
+	}
+	return nil
+}
+
+// outputFlag adds -o/--output to a listing command.
+func outputFlag(cmd *cobra.Command) *string {
+	return cmd.Flags().StringP("output", "o", "table", "output format: table or json")
+}
+
+func checkOutput(o string) error {
+	if o != "table" && o != "json" {
+		return fmt.Errorf("output %q: want table or json", o)
+	}
+	return nil
+}
+
+func printJSON(w io.Writer, raw json.RawMessage) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, raw, "", "  "); err != nil {
+		_, err = w.Write(raw)
+		return err
+	}
+	buf.WriteByte('\n')
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+// table writes aligned columns.
+func table(w io.Writer, header []string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}

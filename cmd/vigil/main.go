@@ -1,0 +1,59 @@
+// Command vigil is Vigil's one binary: the gateway server (vigil serve)
+// and the command-line client of its HTTP API.
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+func main() {
+	root := newRootCmd()
+	if err := root.Execute(); err != nil {
+		// One line on stderr, non-zero exit (DESIGN.md).
+		fmt.Fprintln(os.Stderr, "vigil: "+strings.ReplaceAll(err.Error(), "\n", "; "))
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "vigil",
+		Short: "Vigil: a privileged access gateway",
+		Long: `Vigil lets engineers into production servers and databases through a
+gateway that authenticates them with short-lived signed tokens, grants least
+privilege, injects credentials they never see, and records everything.
+
+Run "vigil serve" to start the server. Every other command is a client of
+its HTTP API: VIGIL_ADDR (default http://127.0.0.1:8080) says where it is,
+VIGIL_TOKEN holds the token to use (default: ./vigil-data/admin.token when
+readable).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newServeCmd(), newTokenCmd(), newKeysCmd(), newGrantCmd(), newAuditCmd())
+	return root
+}
+
+// bindEnv fills every flag of fs that was not given on the command line
+// from VIGIL_<NAME> (upper case, dashes as underscores), so each flag can
+// also come from the environment.
+func bindEnv(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed || err != nil {
+			return
+		}
+		name := "VIGIL_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%s: %w", name, serr)
+			}
+		}
+	})
+	return err
+}

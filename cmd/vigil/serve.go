@@ -1,0 +1,353 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"github.com/vigil-pam/vigil/internal/api"
+	"github.com/vigil-pam/vigil/internal/audit"
+	"github.com/vigil-pam/vigil/internal/config"
+	"github.com/vigil-pam/vigil/internal/masterkey"
+	"github.com/vigil-pam/vigil/internal/policy"
+	"github.com/vigil-pam/vigil/internal/store"
+	"github.com/vigil-pam/vigil/internal/token"
+)
+
+// Timing of the server's housekeeping.
+const (
+	// shutdownGrace is how long in-flight requests get on SIGINT/SIGTERM.
+	shutdownGrace = 10 * time.Second
+	// housekeepingEvery paces revocation pruning, key rotation checks and
+	// admin token renewal.
+	housekeepingEvery = time.Minute
+	// adminTokenFile is the admin token's file name in the data directory.
+	adminTokenFile = "admin.token"
+	// adminSubject is the subject of the bootstrap admin token.
+	adminSubject = "admin"
+)
+
+func newServeCmd() *cobra.Command {
+	var configPath string
+	var flagCfg config.Config
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the Vigil server",
+		Long: `Run the Vigil server. With no flags it starts on the embedded default:
+data in ./vigil-data (SQLite vigil.db, signing keys, admin.token), HTTP API on
+127.0.0.1:8080. On first start it creates the signing keys and prints a
+bootstrap admin token, also written to ./vigil-data/admin.token (mode 0600).
+
+Settings come from, in order of precedence: flags, VIGIL_<FLAG> environment
+variables (VIGIL_DATA, VIGIL_HTTP_ADDR, …), the YAML file given by --config,
+and the defaults. The master key that encrypts secrets at rest comes from
+VIGIL_MASTER_KEY (32 bytes, hex or base64) or DATA/master.key (created on
+first start, mode 0600).
+
+SIGINT or SIGTERM shuts down gracefully.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := bindEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			cfg, err := config.Load(configPath)
+			if err != nil {
+				return err
+			}
+			fs := cmd.Flags()
+			for name, dst := range map[string]*string{"data": &cfg.Data, "http-addr": &cfg.HTTPAddr, "store": &cfg.Store, "log-level": &cfg.LogLevel} {
+				if fs.Changed(name) {
+					*dst, _ = fs.GetString(name)
+				}
+			}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return serve(ctx, cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	d := config.Default()
+	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file")
+	cmd.Flags().StringVar(&flagCfg.Data, "data", d.Data, "data directory")
+	cmd.Flags().StringVar(&flagCfg.HTTPAddr, "http-addr", d.HTTPAddr, "HTTP API listen address")
+	cmd.Flags().StringVar(&flagCfg.Store, "store", "", "state database URL (default sqlite://DATA/vigil.db)")
+	cmd.Flags().StringVar(&flagCfg.LogLevel, "log-level", d.LogLevel, "log level: debug, info, warn, error")
+	return cmd
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// prepareDataDir creates the data directory (0700) and proves it is a
+// writable directory, so a permission problem is one clear error at start
+// rather than a failure later.
+func prepareDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data directory %s: %w", dir, err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data directory %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("data directory %s: not a directory", dir)
+	}
+	probe, err := os.CreateTemp(dir, ".write-probe-*")
+	if err != nil {
+		return fmt.Errorf("data directory %s is not writable: %w", dir, err)
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
+}
+
+// serve runs the server until ctx ends.
+func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (err error) {
+	log := newLogger(stderr, cfg.LogLevel)
+	if err := prepareDataDir(cfg.Data); err != nil {
+		return err
+	}
+	db, err := store.Open(ctx, cfg.StoreURL())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	mk, err := masterkey.Load(os.Getenv(masterkey.EnvVar), cfg.Data)
+	if err != nil {
+		return err
+	}
+	if err := checkMasterKey(ctx, db, mk); err != nil {
+		return err
+	}
+	auditLog, err := audit.Open(ctx, db, nil)
+	if err != nil {
+		return err
+	}
+	defer auditLog.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	recorder := token.NewRecorder(auditLog, reg, log)
+
+	kr, created, err := token.OpenKeyring(ctx, db, mk, token.KeyringConfig{Algorithm: cfg.Token.Algorithm, MaxTTL: cfg.Token.MaxTTL})
+	if err != nil {
+		return err
+	}
+	if created {
+		if err := auditLog.Append(ctx, audit.Event{Type: "key.create", Actor: "vigil", Target: kr.List()[0].KID, Data: map[string]any{"alg": cfg.Token.Algorithm}}); err != nil {
+			return err
+		}
+	}
+	revs, err := token.OpenRevocations(ctx, db, nil)
+	if err != nil {
+		return err
+	}
+	var remotes []*token.RemoteIssuer
+	for _, ic := range cfg.Issuers {
+		ri, err := token.NewRemoteIssuer(ic, nil, nil, recorder.Fetched)
+		if err != nil {
+			return err
+		}
+		// A key file that cannot be read is a configuration error; an IdP
+		// that is down must not keep Vigil (and break-glass) from starting.
+		if err := ri.Refresh(ctx, true); err != nil && ic.JWKSFile != "" {
+			return err
+		}
+		remotes = append(remotes, ri)
+	}
+	cacheSize := cfg.Token.VerifyCache
+	switch {
+	case cacheSize == 0:
+		cacheSize = 4096
+	case cacheSize < 0:
+		cacheSize = 0
+	}
+	verifier, err := token.NewVerifier(token.VerifierConfig{
+		Issuer: cfg.Token.Issuer, Audience: cfg.Token.Audience, MaxTTL: cfg.Token.MaxTTL,
+		Keyring: kr, Revocations: revs, Issuers: remotes, Observe: recorder.Verified, CacheSize: cacheSize,
+	})
+	if err != nil {
+		return err
+	}
+	signer := token.NewSigner(kr, token.IssuerSettings{Issuer: cfg.Token.Issuer, Audience: cfg.Token.Audience,
+		DefaultTTL: cfg.Token.DefaultTTL, MaxTTL: cfg.Token.MaxTTL})
+	tokenPath := filepath.Join(cfg.Data, adminTokenFile)
+	if err := ensureAdminToken(ctx, tokenPath, created, signer, verifier, auditLog, stdout, log); err != nil {
+		return err
+	}
+
+	srv := &api.Server{Verifier: verifier, Signer: signer, Keyring: kr, Revocations: revs,
+		Grants: policy.NewGrants(db, nil), Audit: auditLog, Issuer: cfg.Token.Issuer, Gatherer: reg, Log: log, Now: time.Now}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	httpSrv := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if err := auditLog.Append(ctx, audit.Event{Type: "vigil.start", Actor: "vigil", Data: map[string]any{
+		"http_addr": ln.Addr().String(), "store": strings.SplitN(cfg.StoreURL(), "://", 2)[0], "issuers": len(remotes)}}); err != nil {
+		ln.Close()
+		return err
+	}
+	log.Info("vigil serving", "http", ln.Addr().String(), "data", cfg.Data, "kid", kr.List()[0].KID)
+
+	bg, cancelBG := context.WithCancel(ctx)
+	defer cancelBG()
+	for _, ri := range remotes {
+		go ri.Run(bg)
+	}
+	go housekeeping(bg, cfg, kr, revs, tokenPath, signer, verifier, auditLog, log)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	cancelBG()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	defer cancel()
+	if err := httpSrv.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	if err := auditLog.Append(sctx, audit.Event{Type: "vigil.stop", Actor: "vigil"}); err != nil {
+		log.Error("audit append failed", "type", "vigil.stop", "err", err)
+	}
+	return nil
+}
+
+// checkMasterKey proves mk is the key this store's secrets were sealed
+// with, using a check value sealed on first start, so a wrong key is one
+// clear error rather than a failure deep inside some component.
+func checkMasterKey(ctx context.Context, db *store.DB, mk *masterkey.Key) error {
+	const name, plain = "master_key_check", "vigil master key check v1"
+	v, ok, err := db.Meta(ctx, name)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return db.SetMetaOnce(ctx, name, base64.StdEncoding.EncodeToString(mk.Seal([]byte(plain), []byte(name))))
+	}
+	sealed, err := base64.StdEncoding.DecodeString(v)
+	if err != nil {
+		return fmt.Errorf("store: master key check value is corrupt: %w", err)
+	}
+	got, err := mk.Open(sealed, []byte(name))
+	if err != nil || string(got) != plain {
+		return fmt.Errorf("master key from %s does not match the one this data was sealed with; set the right VIGIL_MASTER_KEY or restore %s", mk.Source, masterkey.FileName)
+	}
+	return nil
+}
+
+// ensureAdminToken keeps DATA/admin.token holding a valid admin token.
+// On first start the token is also printed (the only time). Later it is
+// renewed when missing, invalid or past half its life: whoever can read
+// the data directory can read the master key too, so the file adds no
+// exposure, and the CLI on this machine keeps working.
+func ensureAdminToken(ctx context.Context, path string, firstStart bool, signer *token.Signer, v *token.Verifier, sink audit.Sink, stdout io.Writer, log *slog.Logger) error {
+	if !firstStart {
+		if b, err := os.ReadFile(path); err == nil {
+			id, err := v.Verify(ctx, strings.TrimSpace(string(b)), netip.MustParseAddr("127.0.0.1"))
+			if err == nil && id.Admin && id.Claims.ExpiresAt.Sub(time.Now()) > signer.MaxTTL()/2 {
+				return nil
+			}
+		}
+	}
+	raw, claims, err := signer.Issue(token.Request{Subject: adminSubject, Roles: []string{token.RoleAdmin}, TTL: signer.MaxTTL()})
+	if err != nil {
+		return fmt.Errorf("admin token: %w", err)
+	}
+	if err := sink.Append(ctx, audit.Event{Type: "token.issue", Actor: "vigil", Target: adminSubject, Data: map[string]any{
+		"jti": claims.ID, "sub": adminSubject, "roles": claims.Roles, "exp": claims.ExpiresAt.Unix(), "bootstrap": firstStart, "file": path}}); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(path, []byte(raw+"\n"), 0o600); err != nil {
+		return fmt.Errorf("admin token: %w", err)
+	}
+	if firstStart {
+		fmt.Fprintf(stdout, "Bootstrap admin token (valid until %s, also in %s):\n\n%s\n\n",
+			claims.ExpiresAt.UTC().Format(time.RFC3339), path, raw)
+	} else {
+		log.Info("admin token renewed", "file", path, "jti", claims.ID)
+	}
+	return nil
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := errors.Join(tmp.Sync(), tmp.Close()); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// housekeeping prunes revocations, rotates the signing key when due and
+// renews the admin token, until ctx ends.
+func housekeeping(ctx context.Context, cfg config.Config, kr *token.Keyring, revs *token.Revocations, tokenPath string,
+	signer *token.Signer, v *token.Verifier, sink audit.Sink, log *slog.Logger) {
+	t := time.NewTicker(housekeepingEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := revs.Prune(ctx); err != nil {
+			log.Warn("prune revocations", "err", err)
+		}
+		if every := cfg.Token.RotateEvery; every > 0 && time.Since(kr.ActiveSince()) >= every {
+			info, err := kr.Rotate(ctx)
+			if err != nil {
+				log.Error("automatic key rotation failed", "err", err)
+			} else {
+				log.Info("signing key rotated", "kid", info.KID)
+				if err := sink.Append(ctx, audit.Event{Type: "key.rotate", Actor: "vigil", Target: info.KID, Data: map[string]any{"kid": info.KID, "alg": info.Alg, "automatic": true}}); err != nil {
+					log.Error("audit append failed", "type", "key.rotate", "err", err)
+				}
+			}
+		}
+		if err := ensureAdminToken(ctx, tokenPath, false, signer, v, sink, io.Discard, log); err != nil {
+			log.Error("admin token renewal failed", "err", err)
+		}
+	}
+}

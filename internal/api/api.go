@@ -1,0 +1,179 @@
+// Package api owns Vigil's HTTP API: routing, bearer-token
+// authentication, the JSON error format, and the handlers that turn
+// requests into calls on the token, policy and audit packages. It makes no
+// decision of its own about who may do what beyond "admin only": those
+// live in package policy.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/vigil-pam/vigil/internal/audit"
+	"github.com/vigil-pam/vigil/internal/policy"
+	"github.com/vigil-pam/vigil/internal/token"
+)
+
+// maxBody bounds a request body; API requests are small.
+const maxBody = 64 << 10
+
+// Server is the HTTP API. All fields are required.
+type Server struct {
+	Verifier    *token.Verifier
+	Signer      *token.Signer
+	Keyring     *token.Keyring
+	Revocations *token.Revocations
+	Grants      *policy.Grants
+	Audit       *audit.Log
+	// Issuer is Vigil's own "iss", the default issuer of revocations.
+	Issuer string
+	// Gatherer serves /metrics.
+	Gatherer prometheus.Gatherer
+	Log      *slog.Logger
+	Now      func() time.Time
+}
+
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
+
+	mux.Handle("GET /api/v1/whoami", s.authed(s.whoami))
+	mux.Handle("POST /api/v1/tokens", s.authed(s.issueToken))
+	mux.Handle("POST /api/v1/tokens/revoke", s.admin(s.revokeToken))
+	mux.Handle("POST /api/v1/tokens/verify", s.admin(s.verifyToken))
+	mux.Handle("GET /api/v1/keys", s.admin(s.listKeys))
+	mux.Handle("POST /api/v1/keys/rotate", s.admin(s.rotateKey))
+	mux.Handle("GET /api/v1/grants", s.admin(s.listGrants))
+	mux.Handle("POST /api/v1/grants", s.admin(s.addGrant))
+	mux.Handle("DELETE /api/v1/grants/{id}", s.admin(s.removeGrant))
+	mux.Handle("GET /api/v1/audit", s.admin(s.searchAudit))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+	})
+	return mux
+}
+
+// APIError is the body of every error response:
+// {"error":{"code":"…","message":"…"}}.
+type APIError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]APIError{"error": {Code: code, Message: msg}})
+}
+
+// decode reads a JSON body strictly: bounded, unknown fields refused.
+func decode(w http.ResponseWriter, r *http.Request, dst any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body over %d bytes", maxBody))
+		} else {
+			writeError(w, http.StatusBadRequest, "bad_request", "invalid JSON body: "+err.Error())
+		}
+		return false
+	}
+	return true
+}
+
+type ctxKey struct{}
+
+// identity returns the verified caller of an authed handler.
+func identity(r *http.Request) *token.Identity {
+	id, _ := r.Context().Value(ctxKey{}).(*token.Identity)
+	return id
+}
+
+func sourceAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// authed verifies the bearer token. Whatever is wrong with it, the client
+// learns only that it is not authenticated; the reason is in the audit log.
+func (s *Server) authed(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw, ok := bearer(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="vigil"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "authentication required")
+			return
+		}
+		id, err := s.Verifier.Verify(r.Context(), raw, sourceAddr(r))
+		if err != nil {
+			var ve *token.VerifyError
+			if !errors.As(err, &ve) {
+				s.Log.Error("verification could not be recorded; denying", "err", err)
+				writeError(w, http.StatusServiceUnavailable, "unavailable", "service unavailable")
+				return
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="vigil", error="invalid_token"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "authentication required")
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, id)))
+	})
+}
+
+// admin is authed plus the admin role.
+func (s *Server) admin(h http.HandlerFunc) http.Handler {
+	return s.authed(func(w http.ResponseWriter, r *http.Request) {
+		if !identity(r).Admin {
+			writeError(w, http.StatusForbidden, "forbidden", "admin role required")
+			return
+		}
+		h(w, r)
+	})
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, raw, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	raw = strings.TrimSpace(raw)
+	return raw, raw != ""
+}
+
+// record appends an audit event for an API action; a failure to record
+// fails the request (the action has not been confirmed to the caller).
+func (s *Server) record(w http.ResponseWriter, r *http.Request, typ, target string, data map[string]any) bool {
+	ev := audit.Event{Type: typ, Actor: identity(r).Claims.Subject, Target: target, Source: sourceAddr(r).String(), Data: data}
+	if err := s.Audit.Append(r.Context(), ev); err != nil {
+		s.Log.Error("audit append failed", "type", typ, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "audit log unavailable; action not confirmed")
+		return false
+	}
+	return true
+}

@@ -1,0 +1,139 @@
+// Package config owns Vigil's server configuration: its defaults (the
+// embedded single-machine setup), the YAML file format, and validation.
+// Flags and VIGIL_* environment variables are layered on top by the
+// command line (cmd/vigil); this package does not read either.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vigil-pam/vigil/internal/token"
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole server configuration.
+type Config struct {
+	// Data is the data directory: database, keys, admin token.
+	Data string `yaml:"data"`
+	// HTTPAddr is the API and console listen address.
+	HTTPAddr string `yaml:"http_addr"`
+	// Store is the state database URL; empty means sqlite://DATA/vigil.db.
+	Store string `yaml:"store"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+	// Token configures Vigil's own tokens.
+	Token Token `yaml:"token"`
+	// Issuers are the trusted external identity providers.
+	Issuers []token.IssuerConfig `yaml:"issuers"`
+}
+
+// Token configures issuing and signing.
+type Token struct {
+	// Issuer is the "iss" of Vigil's tokens.
+	Issuer string `yaml:"issuer"`
+	// Audience is the "aud" of Vigil's tokens.
+	Audience string `yaml:"audience"`
+	// Algorithm signs new keys: EdDSA, ES256 or RS256.
+	Algorithm string `yaml:"algorithm"`
+	// DefaultTTL is the lifetime of a token when none is asked for.
+	DefaultTTL time.Duration `yaml:"default_ttl"`
+	// MaxTTL is the longest lifetime any token gets.
+	MaxTTL time.Duration `yaml:"max_ttl"`
+	// RotateEvery rotates the signing key automatically; 0 turns it off.
+	RotateEvery time.Duration `yaml:"rotate_every"`
+	// VerifyCache bounds the verified-token cache; 0 means 4096, -1 off.
+	VerifyCache int `yaml:"verify_cache"`
+}
+
+// Default returns the embedded default: everything on loopback, state in
+// ./vigil-data.
+func Default() Config {
+	return Config{
+		Data:     "./vigil-data",
+		HTTPAddr: "127.0.0.1:8080",
+		LogLevel: "info",
+		Token: Token{
+			Issuer:     "vigil",
+			Audience:   "vigil",
+			Algorithm:  token.AlgEdDSA,
+			DefaultTTL: token.DefaultTTL,
+			MaxTTL:     token.DefaultMaxTTL,
+		},
+	}
+}
+
+// Load reads the YAML file at path over the defaults. Unknown keys are an
+// error: a typo must not silently leave a security setting at its default.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	if path == "" {
+		return cfg, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("config: %s: %w", path, err)
+	}
+	// Relative paths in the file are relative to the file.
+	base := filepath.Dir(path)
+	for i := range cfg.Issuers {
+		if f := cfg.Issuers[i].JWKSFile; f != "" && !filepath.IsAbs(f) {
+			cfg.Issuers[i].JWKSFile = filepath.Join(base, f)
+		}
+	}
+	return cfg, nil
+}
+
+// StoreURL is the store URL, defaulting to SQLite in the data directory.
+func (c *Config) StoreURL() string {
+	if c.Store != "" {
+		return c.Store
+	}
+	return "sqlite://" + filepath.Join(c.Data, "vigil.db")
+}
+
+// Validate checks values that do not need the outside world.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Data == "" {
+		errs = append(errs, errors.New("data directory is empty"))
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("http_addr %q: %w", c.HTTPAddr, err))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	t := c.Token
+	if t.Issuer == "" || t.Audience == "" {
+		errs = append(errs, errors.New("token.issuer and token.audience must be set"))
+	}
+	switch t.Algorithm {
+	case token.AlgEdDSA, token.AlgES256, token.AlgRS256:
+	default:
+		errs = append(errs, fmt.Errorf("token.algorithm %q: want EdDSA, ES256 or RS256", t.Algorithm))
+	}
+	if t.MaxTTL <= 0 || t.DefaultTTL <= 0 || t.DefaultTTL > t.MaxTTL {
+		errs = append(errs, fmt.Errorf("token ttls: need 0 < default_ttl (%s) <= max_ttl (%s)", t.DefaultTTL, t.MaxTTL))
+	}
+	if t.RotateEvery < 0 || (t.RotateEvery > 0 && t.RotateEvery < time.Hour) {
+		errs = append(errs, fmt.Errorf("token.rotate_every %s: 0 (off) or at least 1h", t.RotateEvery))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return nil
+}
