@@ -61,11 +61,38 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /api/v1/grants", s.admin(s.addGrant))
 	mux.Handle("DELETE /api/v1/grants/{id}", s.admin(s.removeGrant))
 	mux.Handle("GET /api/v1/audit", s.admin(s.searchAudit))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	return jsonFallback(mux)
+}
+
+// jsonFallback serves mux, answering requests no route takes (404, or 405
+// with Allow for a known path and another method) in the JSON error format.
+func jsonFallback(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		probe := &statusRecorder{header: http.Header{}}
+		h.ServeHTTP(probe, r)
+		if probe.status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", probe.header.Get("Allow"))
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here")
+			return
+		}
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
 	})
-	return mux
 }
+
+// statusRecorder captures the status and headers a handler would send.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (s *statusRecorder) Header() http.Header         { return s.header }
+func (s *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (s *statusRecorder) WriteHeader(code int)        { s.status = code }
 
 // APIError is the body of every error response:
 // {"error":{"code":"…","message":"…"}}.
