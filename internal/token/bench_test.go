@@ -2,7 +2,10 @@ package token
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -39,4 +42,23 @@ func BenchmarkVerify(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkSignatureOnly is the floor under BenchmarkVerify: the bare
+// signature check of the same tokens with the standard library, no JOSE,
+// no claims. bench/verify.sh reports Verify as a ratio to it.
+func BenchmarkSignatureOnly(b *testing.B) {
+	f := newFixture(b, AlgEdDSA)
+	raw, _ := f.issue(b, Request{Subject: "user0", Grants: []Grant{{Target: "web1", Login: "root", Actions: []string{ActionShell, ActionExec}}}})
+	dot := strings.LastIndexByte(raw, '.')
+	sig, _ := base64.RawURLEncoding.DecodeString(raw[dot+1:])
+	pub := f.kr.signer().pub.(ed25519.PublicKey)
+	msg := []byte(raw[:dot])
+	b.Run("EdDSA", func(b *testing.B) {
+		for b.Loop() {
+			if !ed25519.Verify(pub, msg, sig) {
+				b.Fatal("bad signature")
+			}
+		}
+	})
 }

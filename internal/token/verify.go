@@ -1,7 +1,6 @@
 package token
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -9,13 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jws"
+	"github.com/valyala/fastjson"
 )
 
 // Leeway is the clock skew tolerated on exp, nbf and iat (RFC 8725 asks
@@ -572,41 +571,42 @@ func canonicalB64(s string) error {
 	return nil
 }
 
-// decodeObject decodes a JSON object into its members, refusing duplicate
-// member names (which different parsers resolve differently) and trailing
-// data.
+// decodeObject decodes a JSON object into its members, refusing invalid
+// JSON, duplicate member names (which different parsers resolve
+// differently) and trailing data. encoding/json validates; fastjson (already
+// used by jwx) splits the members, keeping duplicates visible, several
+// times faster than encoding/json's token stream.
 func decodeObject(b []byte) (map[string]json.RawMessage, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, errors.New("not a JSON object")
+	if !json.Valid(b) {
+		return nil, errors.New("invalid JSON")
 	}
-	m := make(map[string]json.RawMessage, 12)
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		name, ok := t.(string)
-		if !ok {
-			return nil, errors.New("bad member name")
-		}
-		if _, dup := m[name]; dup {
-			return nil, fmt.Errorf("duplicate member %q", name)
-		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, err
-		}
-		m[name] = raw
-	}
-	if _, err := dec.Token(); err != nil {
+	p := objectParsers.Get()
+	defer objectParsers.Put(p)
+	v, err := p.ParseBytes(b)
+	if err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("data after the JSON object")
+	o, err := v.Object()
+	if err != nil {
+		return nil, errors.New("not a JSON object")
+	}
+	m := make(map[string]json.RawMessage, o.Len())
+	var dup string
+	o.Visit(func(k []byte, v *fastjson.Value) {
+		if _, seen := m[string(k)]; seen {
+			dup = string(k)
+		}
+		m[string(k)] = v.MarshalTo(nil)
+	})
+	if dup != "" {
+		return nil, fmt.Errorf("duplicate member %q", dup)
 	}
 	return m, nil
 }
+
+// objectParsers reuses fastjson parsers (a parser is not safe for
+// concurrent use; its values live until its next Parse).
+var objectParsers fastjson.ParserPool
 
 // cacheEntry is a token whose signature and claims were verified.
 type cacheEntry struct {
