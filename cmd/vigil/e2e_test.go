@@ -47,11 +47,13 @@ func TestMain(m *testing.M) {
 
 // server is a running `vigil serve`.
 type server struct {
-	t      *testing.T
-	data   string
-	addr   string
-	cmd    *exec.Cmd
-	stdout *bytes.Buffer
+	t    *testing.T
+	data string
+	addr string
+	cmd  *exec.Cmd
+	// stdoutPath receives the server's stdout directly (no copying
+	// goroutine): what it printed before logging "serving" is there.
+	stdoutPath string
 	// mu guards stderr, written by the log reader.
 	mu     sync.Mutex
 	stderr bytes.Buffer
@@ -64,10 +66,16 @@ var servingRE = regexp.MustCompile(`msg="vigil serving" http=(\S+)`)
 // serves (or fails, returning its error output).
 func startServer(t *testing.T, data string, env []string, args ...string) (*server, error) {
 	t.Helper()
-	s := &server{t: t, data: data, stdout: &bytes.Buffer{}, done: make(chan error, 1)}
+	s := &server{t: t, data: data, done: make(chan error, 1)}
 	s.cmd = exec.Command(vigilBin, append([]string{"serve", "--http-addr", "127.0.0.1:0", "--data", data}, args...)...)
 	s.cmd.Env = append(os.Environ(), env...)
-	s.cmd.Stdout = s.stdout
+	out, err := os.CreateTemp(t.TempDir(), "stdout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	s.stdoutPath = out.Name()
+	s.cmd.Stdout = out
 	pr, pw := io.Pipe()
 	s.cmd.Stderr = pw
 	if err := s.cmd.Start(); err != nil {
@@ -97,6 +105,14 @@ func startServer(t *testing.T, data string, env []string, args ...string) (*serv
 		s.cmd.Process.Kill()
 		return nil, fmt.Errorf("vigil serve did not start: %s", s.logs())
 	}
+}
+
+func (s *server) stdout() string {
+	b, err := os.ReadFile(s.stdoutPath)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return string(b)
 }
 
 func (s *server) logs() string {
@@ -189,8 +205,8 @@ func TestCLIEndToEnd(t *testing.T) {
 	}
 
 	// First start: bootstrap token printed once and stored owner-only.
-	if !strings.Contains(s.stdout.String(), "Bootstrap admin token") {
-		t.Fatalf("first start did not print the bootstrap token: %q", s.stdout.String())
+	if !strings.Contains(s.stdout(), "Bootstrap admin token") {
+		t.Fatalf("first start did not print the bootstrap token: %q", s.stdout())
 	}
 	for _, f := range []string{"admin.token", "master.key", "vigil.db"} {
 		fi, err := os.Stat(filepath.Join(data, f))
@@ -199,7 +215,7 @@ func TestCLIEndToEnd(t *testing.T) {
 		}
 	}
 	adminTok, _ := os.ReadFile(filepath.Join(data, "admin.token"))
-	if !strings.Contains(s.stdout.String(), strings.TrimSpace(string(adminTok))) {
+	if !strings.Contains(s.stdout(), strings.TrimSpace(string(adminTok))) {
 		t.Fatal("printed token differs from admin.token")
 	}
 
@@ -322,7 +338,7 @@ func TestCLIEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(s2.stdout.String(), "Bootstrap") {
+	if strings.Contains(s2.stdout(), "Bootstrap") {
 		t.Fatal("second start printed a bootstrap token")
 	}
 	s2.mustFail("", "revoked", "token", "verify", userTok)

@@ -106,7 +106,7 @@ type Attempt struct {
 	JTI      string
 	KID      string
 	Alg      string
-	Source string
+	Source   string
 	// Kind is "vigil" for Vigil's own issuer, "external" for a trusted
 	// external issuer, "unknown" when the token named neither.
 	Kind string

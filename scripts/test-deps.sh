@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs on a fresh Debian machine, and nothing
+# that is already there. Today: a C compiler for the race detector. Later
+# gateways add their real peers here (OpenSSH, PostgreSQL, Chromium).
+set -euo pipefail
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "test-deps: Go 1.26 or newer is required (https://go.dev/dl/)" >&2
+  exit 1
+fi
+
+missing=()
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test-deps: missing Debian packages: ${missing[*]}; run: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "test-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
