@@ -2,6 +2,7 @@ package token
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -168,11 +169,10 @@ func (ri *RemoteIssuer) fetch(ctx context.Context) (map[string]*verifyKey, []str
 	if err != nil {
 		return nil, nil, err
 	}
-	set, err := jwk.Parse(body)
+	keys, skipped, err := parseJWKS(body, ri.cfg.Algorithms)
 	if err != nil {
-		return nil, nil, fmt.Errorf("token: issuer %s: JWKS is not a valid key set: %w", ri.cfg.Issuer, err)
+		return nil, nil, fmt.Errorf("token: issuer %s: %w", ri.cfg.Issuer, err)
 	}
-	keys, skipped := keysFromJWKS(set, ri.cfg.Algorithms)
 	if len(keys) == 0 {
 		return nil, skipped, fmt.Errorf("token: issuer %s: JWKS has no usable signing key", ri.cfg.Issuer)
 	}
@@ -219,6 +219,36 @@ func (ri *RemoteIssuer) get(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("token: issuer %s: JWKS is larger than %d bytes", ri.cfg.Issuer, jwksMaxBytes)
 	}
 	return b, nil
+}
+
+// maxJWKSKeys bounds how many keys of a set are considered.
+const maxJWKSKeys = 64
+
+// parseJWKS parses a JWK Set key by key (with jwx), so that one key Vigil
+// refuses (too weak, malformed, unsupported) is skipped with its reason
+// instead of discarding the whole set.
+func parseJWKS(body []byte, pinned []string) (map[string]*verifyKey, []string, error) {
+	var doc struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil || doc.Keys == nil {
+		return nil, nil, errors.New("JWKS is not a JSON object with a \"keys\" array")
+	}
+	if len(doc.Keys) > maxJWKSKeys {
+		return nil, nil, fmt.Errorf("JWKS has %d keys, more than %d", len(doc.Keys), maxJWKSKeys)
+	}
+	var parsed []jwk.Key
+	var skipped []string
+	for i, raw := range doc.Keys {
+		k, err := jwk.ParseKey(raw)
+		if err != nil {
+			skipped = append(skipped, fmt.Sprintf("key %d: %v", i, err))
+			continue
+		}
+		parsed = append(parsed, k)
+	}
+	keys, more := keysFromJWKS(parsed, pinned)
+	return keys, append(skipped, more...), nil
 }
 
 // current returns the key with kid without fetching.

@@ -7,7 +7,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -282,6 +284,7 @@ func TestJWKSFileAndKeyFiltering(t *testing.T) {
 	p := newIDP(t)
 	p.addKey("good", "ES256")
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	weak, _ := rsa.GenerateKey(rand.Reader, 1024)
 	mk := func(pub any, set map[string]any) jwk.Key {
 		k, err := jwk.PublicKeyOf(pub)
 		if err != nil {
@@ -302,7 +305,10 @@ func TestJWKSFileAndKeyFiltering(t *testing.T) {
 	set.AddKey(mk(ec.Public(), map[string]any{jwk.KeyIDKey: "twin"}))
 	set.AddKey(mk(p.keys["good"].signer.Public(), map[string]any{jwk.KeyIDKey: "twin"}))
 	b, _ := json.Marshal(set)
-	b = []byte(strings.Replace(string(b), `"keys":[`, `"keys":[{"kty":"oct","kid":"hmac","k":"c2VjcmV0"},`, 1))
+	// Keys jwx itself refuses (a 1024-bit RSA key, garbage) are skipped
+	// one by one; the good key survives.
+	weakJWK := fmt.Sprintf(`{"kty":"RSA","kid":"weak","n":%q,"e":"AQAB"},`, base64.RawURLEncoding.EncodeToString(weak.N.Bytes()))
+	b = []byte(strings.Replace(string(b), `"keys":[`, `"keys":[{"kty":"oct","kid":"hmac","k":"c2VjcmV0"},`+weakJWK+`{"kty":"RSA","kid":"junk","n":"%%%"},`, 1))
 	path := filepath.Join(t.TempDir(), "jwks.json")
 	os.WriteFile(path, b, 0o600)
 

@@ -125,15 +125,11 @@ func thumbprintKID(pub crypto.PublicKey) (string, error) {
 // encryption, of an unsupported type or algorithm, too weak, without a
 // kid, or share a kid with another key (an ambiguous kid must never let a
 // token pick among keys).
-func keysFromJWKS(set jwk.Set, pinned []string) (map[string]*verifyKey, []string) {
+func keysFromJWKS(set []jwk.Key, pinned []string) (map[string]*verifyKey, []string) {
 	keys := make(map[string]*verifyKey)
 	dup := make(map[string]bool)
 	var skipped []string
-	for i := 0; i < set.Len(); i++ {
-		key, ok := set.Key(i)
-		if !ok {
-			continue
-		}
+	for i, key := range set {
 		kid, _ := key.KeyID()
 		skip := func(why string) { skipped = append(skipped, fmt.Sprintf("key %d (kid %q): %s", i, kid, why)) }
 		if kid == "" {
