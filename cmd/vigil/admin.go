@@ -23,33 +23,17 @@ func newKeysCmd() *cobra.Command {
 	}
 	out := outputFlag(ls)
 	ls.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := checkOutput(*out); err != nil {
-			return err
-		}
-		c, err := newClient()
-		if err != nil {
-			return err
-		}
-		var raw json.RawMessage
-		if err := c.call(cmd.Context(), "GET", "/api/v1/keys", nil, &raw); err != nil {
-			return err
-		}
-		if *out == "json" {
-			return printJSON(cmd.OutOrStdout(), raw)
-		}
-		var resp struct{ Keys []token.KeyInfo }
-		if err := json.Unmarshal(raw, &resp); err != nil {
-			return err
-		}
-		var rows [][]string
-		for _, k := range resp.Keys {
-			state := "retired"
-			if k.Active {
-				state = "active"
+		return list(cmd, *out, "/api/v1/keys", func(resp struct{ Keys []token.KeyInfo }) ([]string, [][]string) {
+			var rows [][]string
+			for _, k := range resp.Keys {
+				state := "retired"
+				if k.Active {
+					state = "active"
+				}
+				rows = append(rows, []string{k.KID, k.Alg, state, fmtTime(k.CreatedAt), fmtTime(k.PublishUntil)})
 			}
-			rows = append(rows, []string{k.KID, k.Alg, state, fmtTime(k.CreatedAt), fmtTime(k.PublishUntil)})
-		}
-		return table(cmd.OutOrStdout(), []string{"KID", "ALG", "STATE", "CREATED", "PUBLISHED UNTIL"}, rows)
+			return []string{"KID", "ALG", "STATE", "CREATED", "PUBLISHED UNTIL"}, rows
+		})
 	}
 	rotate := &cobra.Command{
 		Use:   "rotate",
@@ -124,39 +108,23 @@ the source network (CIDR, repeatable).`,
 	ls.Flags().StringVar(&user, "user", "", "only this user's")
 	ls.Flags().StringVar(&role, "role", "", "only this role's")
 	ls.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := checkOutput(*out); err != nil {
-			return err
-		}
-		c, err := newClient()
-		if err != nil {
-			return err
-		}
-		var raw json.RawMessage
 		q := url.Values{"user": {user}, "role": {role}}
-		if err := c.call(cmd.Context(), "GET", "/api/v1/grants?"+q.Encode(), nil, &raw); err != nil {
-			return err
-		}
-		if *out == "json" {
-			return printJSON(cmd.OutOrStdout(), raw)
-		}
-		var resp struct{ Grants []policy.Grant }
-		if err := json.Unmarshal(raw, &resp); err != nil {
-			return err
-		}
-		var rows [][]string
-		for _, g := range resp.Grants {
-			who := "user:" + g.Subject
-			if g.Role != "" {
-				who = "role:" + g.Role
+		return list(cmd, *out, "/api/v1/grants?"+q.Encode(), func(resp struct{ Grants []policy.Grant }) ([]string, [][]string) {
+			var rows [][]string
+			for _, g := range resp.Grants {
+				who := "user:" + g.Subject
+				if g.Role != "" {
+					who = "role:" + g.Role
+				}
+				ttl := "-"
+				if g.MaxTTL > 0 {
+					ttl = g.MaxTTL.String()
+				}
+				rows = append(rows, []string{g.ID, who, g.Target, g.Login, strings.Join(g.Actions, ","), ttl,
+					orDash(g.Window), orDash(strings.Join(g.From, ","))})
 			}
-			ttl := "-"
-			if g.MaxTTL > 0 {
-				ttl = g.MaxTTL.String()
-			}
-			rows = append(rows, []string{g.ID, who, g.Target, g.Login, strings.Join(g.Actions, ","), ttl,
-				orDash(g.Window), orDash(strings.Join(g.From, ","))})
-		}
-		return table(cmd.OutOrStdout(), []string{"ID", "WHO", "TARGET", "LOGIN", "ACTIONS", "MAX TTL", "WINDOW", "FROM"}, rows)
+			return []string{"ID", "WHO", "TARGET", "LOGIN", "ACTIONS", "MAX TTL", "WINDOW", "FROM"}, rows
+		})
 	}
 	rm := &cobra.Command{
 		Use:   "rm ID",
@@ -200,31 +168,15 @@ func newAuditCmd() *cobra.Command {
 	search.Flags().StringVar(&since, "since", "", "a duration back from now (24h) or an RFC 3339 time")
 	search.Flags().IntVar(&limit, "limit", 1000, "most events to show")
 	search.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := checkOutput(*out); err != nil {
-			return err
-		}
-		c, err := newClient()
-		if err != nil {
-			return err
-		}
 		q := url.Values{"type": {typ}, "actor": {actor}, "since": {since}, "limit": {fmt.Sprint(limit)}}
-		var raw json.RawMessage
-		if err := c.call(cmd.Context(), "GET", "/api/v1/audit?"+q.Encode(), nil, &raw); err != nil {
-			return err
-		}
-		if *out == "json" {
-			return printJSON(cmd.OutOrStdout(), raw)
-		}
-		var resp struct{ Events []audit.Event }
-		if err := json.Unmarshal(raw, &resp); err != nil {
-			return err
-		}
-		var rows [][]string
-		for _, e := range resp.Events {
-			d, _ := json.Marshal(e.Data)
-			rows = append(rows, []string{fmt.Sprint(e.Seq), fmtTime(e.Time), e.Type, orDash(e.Actor), orDash(e.Target), orDash(e.Source), string(d)})
-		}
-		return table(cmd.OutOrStdout(), []string{"SEQ", "TIME", "TYPE", "ACTOR", "TARGET", "SOURCE", "DATA"}, rows)
+		return list(cmd, *out, "/api/v1/audit?"+q.Encode(), func(resp struct{ Events []audit.Event }) ([]string, [][]string) {
+			var rows [][]string
+			for _, e := range resp.Events {
+				d, _ := json.Marshal(e.Data)
+				rows = append(rows, []string{fmt.Sprint(e.Seq), fmtTime(e.Time), e.Type, orDash(e.Actor), orDash(e.Target), orDash(e.Source), string(d)})
+			}
+			return []string{"SEQ", "TIME", "TYPE", "ACTOR", "TARGET", "SOURCE", "DATA"}, rows
+		})
 	}
 	cmd.AddCommand(search)
 	return cmd

@@ -105,11 +105,29 @@ func outputFlag(cmd *cobra.Command) *string {
 	return cmd.Flags().StringP("output", "o", "table", "output format: table or json")
 }
 
-func checkOutput(o string) error {
-	if o != "table" && o != "json" {
-		return fmt.Errorf("output %q: want table or json", o)
+// list GETs path and prints the answer as JSON (output "json") or,
+// decoded into T, as the table render makes of it.
+func list[T any](cmd *cobra.Command, output, path string, render func(T) (header []string, rows [][]string)) error {
+	if output != "table" && output != "json" {
+		return fmt.Errorf("output %q: want table or json", output)
 	}
-	return nil
+	c, err := newClient()
+	if err != nil {
+		return err
+	}
+	var raw json.RawMessage
+	if err := c.call(cmd.Context(), "GET", path, nil, &raw); err != nil {
+		return err
+	}
+	if output == "json" {
+		return printJSON(cmd.OutOrStdout(), raw)
+	}
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return fmt.Errorf("decode response: %w", err)
+	}
+	header, rows := render(v)
+	return table(cmd.OutOrStdout(), header, rows)
 }
 
 func printJSON(w io.Writer, raw json.RawMessage) error {

@@ -190,8 +190,8 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	}
 	signer := token.NewSigner(kr, token.IssuerSettings{Issuer: cfg.Token.Issuer, Audience: cfg.Token.Audience,
 		DefaultTTL: cfg.Token.DefaultTTL, MaxTTL: cfg.Token.MaxTTL})
-	tokenPath := filepath.Join(cfg.Data, adminTokenFile)
-	if err := ensureAdminToken(ctx, tokenPath, created, signer, verifier, auditLog, stdout, log); err != nil {
+	admTok := &adminToken{path: filepath.Join(cfg.Data, adminTokenFile), signer: signer, v: verifier, sink: auditLog, log: log}
+	if err := admTok.ensure(ctx, created, stdout); err != nil {
 		return err
 	}
 
@@ -221,7 +221,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	for _, ri := range remotes {
 		go ri.Run(bg)
 	}
-	go housekeeping(bg, cfg, kr, revs, tokenPath, signer, verifier, auditLog, log)
+	go housekeeping(bg, cfg, kr, revs, admTok, auditLog, log)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
@@ -266,36 +266,61 @@ func checkMasterKey(ctx context.Context, db *store.DB, mk *masterkey.Key) error 
 	return nil
 }
 
-// ensureAdminToken keeps DATA/admin.token holding a valid admin token.
-// On first start the token is also printed (the only time). Later it is
-// renewed when missing, invalid or past half its life: whoever can read
-// the data directory can read the master key too, so the file adds no
-// exposure, and the CLI on this machine keeps working.
-func ensureAdminToken(ctx context.Context, path string, firstStart bool, signer *token.Signer, v *token.Verifier, sink audit.Sink, stdout io.Writer, log *slog.Logger) error {
+// adminToken keeps DATA/admin.token holding a valid admin token. On first
+// start the token is also printed (the only time). Afterwards it is renewed
+// when missing, invalid or past half its life: whoever can read the data
+// directory can read the master key too, so the file adds no exposure, and
+// the CLI on this machine keeps working.
+type adminToken struct {
+	path   string
+	signer *token.Signer
+	v      *token.Verifier
+	sink   audit.Sink
+	log    *slog.Logger
+	// exp is the expiry of the token in the file, known from the check at
+	// start or from writing it; only the housekeeping goroutine touches it
+	// after start.
+	exp time.Time
+}
+
+// ensure runs at start: it verifies the file (once, an audited
+// verification) and writes a new token when needed.
+func (a *adminToken) ensure(ctx context.Context, firstStart bool, stdout io.Writer) error {
 	if !firstStart {
-		if b, err := os.ReadFile(path); err == nil {
-			id, err := v.Verify(ctx, strings.TrimSpace(string(b)), netip.MustParseAddr("127.0.0.1"))
-			if err == nil && id.Admin && id.Claims.ExpiresAt.Sub(time.Now()) > signer.MaxTTL()/2 {
-				return nil
+		if b, err := os.ReadFile(a.path); err == nil {
+			id, err := a.v.Verify(ctx, strings.TrimSpace(string(b)), netip.MustParseAddr("127.0.0.1"))
+			if err == nil && id.Admin {
+				a.exp = id.Claims.ExpiresAt.Time
 			}
 		}
 	}
-	raw, claims, err := signer.Issue(token.Request{Subject: adminSubject, Roles: []string{token.RoleAdmin}, TTL: signer.MaxTTL()})
+	if !a.due() {
+		return nil
+	}
+	return a.renew(ctx, firstStart, stdout)
+}
+
+// due reports whether the file's token is past half its life.
+func (a *adminToken) due() bool { return time.Until(a.exp) <= a.signer.MaxTTL()/2 }
+
+func (a *adminToken) renew(ctx context.Context, firstStart bool, stdout io.Writer) error {
+	raw, claims, err := a.signer.Issue(token.Request{Subject: adminSubject, Roles: []string{token.RoleAdmin}, TTL: a.signer.MaxTTL()})
 	if err != nil {
 		return fmt.Errorf("admin token: %w", err)
 	}
-	if err := sink.Append(ctx, audit.Event{Type: "token.issue", Actor: "vigil", Target: adminSubject, Data: map[string]any{
-		"jti": claims.ID, "sub": adminSubject, "roles": claims.Roles, "exp": claims.ExpiresAt.Unix(), "bootstrap": firstStart, "file": path}}); err != nil {
+	if err := a.sink.Append(ctx, audit.Event{Type: "token.issue", Actor: "vigil", Target: adminSubject, Data: map[string]any{
+		"jti": claims.ID, "sub": adminSubject, "roles": claims.Roles, "exp": claims.ExpiresAt.Unix(), "bootstrap": firstStart, "file": a.path}}); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(path, []byte(raw+"\n"), 0o600); err != nil {
+	if err := writeFileAtomic(a.path, []byte(raw+"\n"), 0o600); err != nil {
 		return fmt.Errorf("admin token: %w", err)
 	}
+	a.exp = claims.ExpiresAt.Time
 	if firstStart {
 		fmt.Fprintf(stdout, "Bootstrap admin token (valid until %s, also in %s):\n\n%s\n\n",
-			claims.ExpiresAt.UTC().Format(time.RFC3339), path, raw)
+			claims.ExpiresAt.UTC().Format(time.RFC3339), a.path, raw)
 	} else {
-		log.Info("admin token renewed", "file", path, "jti", claims.ID)
+		a.log.Info("admin token renewed", "file", a.path, "jti", claims.ID)
 	}
 	return nil
 }
@@ -322,8 +347,8 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 
 // housekeeping prunes revocations, rotates the signing key when due and
 // renews the admin token, until ctx ends.
-func housekeeping(ctx context.Context, cfg config.Config, kr *token.Keyring, revs *token.Revocations, tokenPath string,
-	signer *token.Signer, v *token.Verifier, sink audit.Sink, log *slog.Logger) {
+func housekeeping(ctx context.Context, cfg config.Config, kr *token.Keyring, revs *token.Revocations, admTok *adminToken,
+	sink audit.Sink, log *slog.Logger) {
 	t := time.NewTicker(housekeepingEvery)
 	defer t.Stop()
 	for {
@@ -346,8 +371,10 @@ func housekeeping(ctx context.Context, cfg config.Config, kr *token.Keyring, rev
 				}
 			}
 		}
-		if err := ensureAdminToken(ctx, tokenPath, false, signer, v, sink, io.Discard, log); err != nil {
-			log.Error("admin token renewal failed", "err", err)
+		if admTok.due() {
+			if err := admTok.renew(ctx, false, io.Discard); err != nil {
+				log.Error("admin token renewal failed", "err", err)
+			}
 		}
 	}
 }

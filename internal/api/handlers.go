@@ -167,8 +167,8 @@ func (s *Server) verifyToken(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &in) {
 		return
 	}
-	// Checked as if presented from here, so a src restriction is judged
-	// against nothing: report it rather than guess.
+	// Judged as if presented from the caller's address: a token bound to
+	// other networks reports source_not_allowed.
 	id, err := s.Verifier.Verify(r.Context(), in.Token, sourceAddr(r))
 	if err != nil {
 		var ve *token.VerifyError
