@@ -26,7 +26,9 @@ func deny(format string, args ...any) error {
 //
 // An admin may have any token issued within maxTTL. Anyone else may only
 // have a token issued for themselves, carrying a subset of their stored
-// grants that are open now (time window), no longer than the shortest
+// grants — and, when they present a Vigil token rather than an identity
+// provider's, a subset of that token's grants too, so a narrow token handed
+// to a script cannot mint a broader one — that are open now (time window), no longer than the shortest
 // max_ttl among the grants used, ending within the current window, never
 // outliving the token they present, and restricted to the grants' source
 // networks and their own token's.
@@ -60,6 +62,9 @@ func AuthorizeIssue(caller *token.Identity, req token.Request, stored []Grant, n
 	fromSet := false
 	for _, want := range req.Grants {
 		for _, action := range want.Actions {
+			if !caller.External && !carries(caller.Claims.Grants, want.Target, want.Login, action) {
+				return req, deny("the presented token does not carry %s on %s as %s; a Vigil token can only be narrowed", action, want.Target, want.Login)
+			}
 			g, openUntil, why := findGrant(stored, want.Target, want.Login, action, now)
 			if g == nil {
 				return req, deny("no grant allows %s on %s as %s%s", action, want.Target, want.Login, why)
@@ -94,6 +99,16 @@ func AuthorizeIssue(caller *token.Identity, req token.Request, stored []Grant, n
 		return req, err
 	}
 	return req, nil
+}
+
+// carries reports whether grants allow action on target as login.
+func carries(grants []token.Grant, target, login, action string) bool {
+	for _, g := range grants {
+		if g.Allows(target, login, action) {
+			return true
+		}
+	}
+	return false
 }
 
 // findGrant returns a stored grant allowing action on target as login that

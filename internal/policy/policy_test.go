@@ -97,9 +97,13 @@ func TestGrantStore(t *testing.T) {
 
 func TestAuthorizeIssue(t *testing.T) {
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC) // Monday
+	// alice presents an identity provider's token: her stored grants decide.
 	user := func(src ...string) *token.Identity {
-		return &token.Identity{Claims: token.Claims{Subject: "alice", ExpiresAt: token.NumericDate{Time: now.Add(time.Hour)}, Src: src}, Roles: []string{"ops"}}
+		return &token.Identity{External: true, Claims: token.Claims{Subject: "alice", ExpiresAt: token.NumericDate{Time: now.Add(time.Hour)}, Src: src}, Roles: []string{"ops"}}
 	}
+	// ... or a Vigil token carrying web1:root:shell,exec only.
+	vigilUser := &token.Identity{Claims: token.Claims{Subject: "alice", ExpiresAt: token.NumericDate{Time: now.Add(time.Hour)},
+		Grants: []token.Grant{{Target: "web1", Login: "root", Actions: []string{"shell", "exec"}}}}}
 	admin := &token.Identity{Admin: true, Claims: token.Claims{Subject: "root", ExpiresAt: token.NumericDate{Time: now.Add(time.Hour)}}}
 	stored := []Grant{
 		{ID: "g1", Subject: "alice", Target: "web1", Login: "root", Actions: []string{"shell", "exec"}},
@@ -138,6 +142,8 @@ func TestAuthorizeIssue(t *testing.T) {
 		{"caller token source carried", user("192.168.0.0/16"), token.Request{Grants: []token.Grant{g("web1", "root", "shell")}}, "", token.DefaultTTL, []string{"192.168.0.0/16"}},
 		{"window closed", user(), token.Request{Grants: []token.Grant{g("night", "ops", "shell")}}, "at this time", 0, nil},
 		{"window closing soon", user(), token.Request{Grants: []token.Grant{g("soon", "ops", "shell")}}, "", 5 * time.Minute, nil},
+		{"vigil token narrowed", vigilUser, token.Request{Grants: []token.Grant{g("web1", "root", "exec")}}, "", token.DefaultTTL, nil},
+		{"vigil token broadened within stored grants", vigilUser, token.Request{Grants: []token.Grant{g("db", "pg", "query")}}, "does not carry query on db", 0, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
