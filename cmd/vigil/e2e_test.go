@@ -35,6 +35,8 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	// Traversable by others, so a test can run the binary unprivileged.
+	os.Chmod(dir, 0o755)
 	vigilBin = filepath.Join(dir, "vigil")
 	if out, err := exec.Command("go", "build", "-o", vigilBin, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build vigil: %v\n%s", err, out)
@@ -65,10 +67,16 @@ var servingRE = regexp.MustCompile(`msg="vigil serving" http=(\S+)`)
 // startServer runs vigil serve on a free loopback port and waits until it
 // serves (or fails, returning its error output).
 func startServer(t *testing.T, data string, env []string, args ...string) (*server, error) {
+	return startServerAs(t, nil, data, env, args...)
+}
+
+// startServerAs is startServer under other credentials (nil: ours).
+func startServerAs(t *testing.T, cred *syscall.Credential, data string, env []string, args ...string) (*server, error) {
 	t.Helper()
 	s := &server{t: t, data: data, done: make(chan error, 1)}
 	s.cmd = exec.Command(vigilBin, append([]string{"serve", "--http-addr", "127.0.0.1:0", "--data", data}, args...)...)
 	s.cmd.Env = append(os.Environ(), env...)
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	out, err := os.CreateTemp(t.TempDir(), "stdout")
 	if err != nil {
 		t.Fatal(err)
@@ -391,6 +399,36 @@ func TestServeBadSetup(t *testing.T) {
 				t.Fatal("store password shown in an error")
 			}
 		})
+	}
+}
+
+// TestServeDataDirWithoutPermission: a data directory the server may not
+// create or write is one clear error at start. Root ignores permissions,
+// so as root the server runs as nobody.
+func TestServeDataDirWithoutPermission(t *testing.T) {
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		cred = &syscall.Credential{Uid: 65534, Gid: 65534}
+	}
+	tmp := t.TempDir()
+	// The test's own directories must not be what stops the server.
+	os.Chmod(tmp, 0o755)
+	os.Chmod(filepath.Dir(tmp), 0o755)
+	locked := filepath.Join(tmp, "locked")
+	os.Mkdir(locked, 0o755)
+	readOnly := filepath.Join(locked, "data")
+	os.Mkdir(readOnly, 0o555)
+	os.Chmod(locked, 0o555)
+	t.Cleanup(func() { os.Chmod(locked, 0o755) })
+	tests := []struct{ data, want string }{
+		{filepath.Join(locked, "new"), "mkdir " + filepath.Join(locked, "new") + ": permission denied"},
+		{readOnly, "data directory " + readOnly + " is not writable"},
+	}
+	for _, tc := range tests {
+		_, err := startServerAs(t, cred, tc.data, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("got %v, want an error containing %q", err, tc.want)
+		}
 	}
 }
 

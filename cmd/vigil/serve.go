@@ -360,15 +360,12 @@ func housekeeping(ctx context.Context, cfg config.Config, kr *token.Keyring, rev
 		if err := revs.Prune(ctx); err != nil {
 			log.Warn("prune revocations", "err", err)
 		}
-		if every := cfg.Token.RotateEvery; every > 0 && time.Since(kr.ActiveSince()) >= every {
-			info, err := kr.Rotate(ctx)
-			if err != nil {
-				log.Error("automatic key rotation failed", "err", err)
-			} else {
-				log.Info("signing key rotated", "kid", info.KID)
-				if err := sink.Append(ctx, audit.Event{Type: "key.rotate", Actor: "vigil", Target: info.KID, Data: map[string]any{"kid": info.KID, "alg": info.Alg, "automatic": true}}); err != nil {
-					log.Error("audit append failed", "type", "key.rotate", "err", err)
-				}
+		if info, rotated, err := kr.RotateIfOlder(ctx, cfg.Token.RotateEvery); err != nil {
+			log.Error("automatic key rotation failed", "err", err)
+		} else if rotated {
+			log.Info("signing key rotated", "kid", info.KID)
+			if err := sink.Append(ctx, audit.Event{Type: "key.rotate", Actor: "vigil", Target: info.KID, Data: map[string]any{"kid": info.KID, "alg": info.Alg, "automatic": true}}); err != nil {
+				log.Error("audit append failed", "type", "key.rotate", "err", err)
 			}
 		}
 		if admTok.due() {

@@ -221,11 +221,17 @@ func (kr *Keyring) Rotate(ctx context.Context) (KeyInfo, error) {
 	return kr.active.info, nil
 }
 
-// ActiveSince returns when the signing key was created.
-func (kr *Keyring) ActiveSince() time.Time {
+// RotateIfOlder rotates when the signing key is at least every old, and
+// reports whether it did. It is how automatic rotation runs.
+func (kr *Keyring) RotateIfOlder(ctx context.Context, every time.Duration) (KeyInfo, bool, error) {
 	kr.mu.RLock()
-	defer kr.mu.RUnlock()
-	return kr.active.info.CreatedAt
+	created := kr.active.info.CreatedAt
+	kr.mu.RUnlock()
+	if every <= 0 || kr.now().Sub(created) < every {
+		return KeyInfo{}, false, nil
+	}
+	info, err := kr.Rotate(ctx)
+	return info, err == nil, err
 }
 
 // List returns the published keys, newest first.

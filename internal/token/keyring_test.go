@@ -93,6 +93,31 @@ func TestKeyRotation(t *testing.T) {
 	}
 }
 
+func TestAutomaticRotation(t *testing.T) {
+	f := newFixture(t, AlgEdDSA)
+	ctx := context.Background()
+	first := f.kr.signer().kid
+	for _, tc := range []struct {
+		advance time.Duration
+		every   time.Duration
+		want    bool
+	}{
+		{0, 0, false}, // off
+		{23 * time.Hour, 24 * time.Hour, false},
+		{time.Hour, 24 * time.Hour, true},  // 24h old now
+		{time.Hour, 24 * time.Hour, false}, // the new key is 1h old
+	} {
+		f.clock.Advance(tc.advance)
+		_, rotated, err := f.kr.RotateIfOlder(ctx, tc.every)
+		if err != nil || rotated != tc.want {
+			t.Fatalf("after %s with every %s: rotated=%v err=%v, want %v", tc.advance, tc.every, rotated, err, tc.want)
+		}
+	}
+	if f.kr.signer().kid == first {
+		t.Fatal("signing key unchanged")
+	}
+}
+
 func TestKeyringWrongMasterKey(t *testing.T) {
 	f := newFixture(t, AlgEdDSA)
 	_, _, err := OpenKeyring(context.Background(), f.db, testMasterKey(t), KeyringConfig{MaxTTL: DefaultMaxTTL})
