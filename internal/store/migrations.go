@@ -61,6 +61,41 @@ var migrations = []string{
 	);
 	CREATE INDEX grants_subject ON grants (subject);
 	CREATE INDEX grants_role ON grants (role);`,
+	// 2: targets with sealed credentials; sessions.
+	`CREATE TABLE targets (
+		name        TEXT PRIMARY KEY,
+		kind        TEXT NOT NULL,
+		addr        TEXT NOT NULL,
+		login       TEXT NOT NULL,
+		auth        TEXT NOT NULL,
+		secret      TEXT NOT NULL,
+		host_key    TEXT NOT NULL,
+		database    TEXT NOT NULL,
+		labels      TEXT NOT NULL,
+		fail_open   BIGINT NOT NULL,
+		created_at  BIGINT NOT NULL,
+		created_by  TEXT NOT NULL
+	);
+	CREATE TABLE sessions (
+		id          TEXT PRIMARY KEY,
+		kind        TEXT NOT NULL,
+		subject     TEXT NOT NULL,
+		jti         TEXT NOT NULL,
+		target      TEXT NOT NULL,
+		login       TEXT NOT NULL,
+		source      TEXT NOT NULL,
+		started_at  BIGINT NOT NULL,
+		ended_at    BIGINT NOT NULL,
+		state       TEXT NOT NULL,
+		end_reason  TEXT NOT NULL,
+		exit_status BIGINT NOT NULL,
+		bytes_up    BIGINT NOT NULL,
+		bytes_down  BIGINT NOT NULL,
+		recording   TEXT NOT NULL,
+		digest      TEXT NOT NULL,
+		commands    TEXT NOT NULL
+	);
+	CREATE INDEX sessions_started ON sessions (started_at);`,
 }
 
 // SchemaVersion is the schema version this binary migrates to.

@@ -1,0 +1,177 @@
+package recording
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+func readAll(t *testing.T, path string) (Header, []Event) {
+	t.Helper()
+	r, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var evs []Event
+	for {
+		ev, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return r.Header, evs
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, ev)
+	}
+}
+
+func TestWriterRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Unix(1700000000, 0)
+	w, err := Create(dir, "s1", Header{Width: 80, Height: 24, Title: "alice@web1"}, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(ms int) time.Time { return start.Add(time.Duration(ms) * time.Millisecond) }
+	w.Output(at(10), []byte("hello \"world\"\r\n\x1b[1mbold\x1b[0m\t\x00"))
+	w.Input(at(20), []byte("ls\r"))
+	w.Resize(at(30), 120, 40)
+	w.Marker(at(40), "exec: uname -a")
+	w.Output(at(50), []byte{0xc3})      // first half of é
+	w.Output(at(60), []byte{0xa9, '!'}) // second half
+	w.Output(at(70), []byte{0xff, 'x'}) // invalid UTF-8
+	w.Output(at(80), []byte("end\u2028"))
+	sum, err := w.Close(at(90))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Create(dir, "s1", Header{}, start); err == nil {
+		t.Fatal("a second recording with the same id was created")
+	}
+	fi, _ := os.Stat(sum.Path)
+	if fi.Mode().Perm() != 0o600 || fi.Size() != sum.Size {
+		t.Fatalf("file mode %o size %d, summary size %d", fi.Mode().Perm(), fi.Size(), sum.Size)
+	}
+	b, _ := os.ReadFile(sum.Path)
+	if h := sha256.Sum256(b); hex.EncodeToString(h[:]) != sum.Digest {
+		t.Fatal("digest does not match the file")
+	}
+	hdr, evs := readAll(t, sum.Path)
+	if hdr.Version != 2 || hdr.Width != 80 || hdr.Timestamp != start.Unix() || hdr.Title != "alice@web1" {
+		t.Fatalf("header %+v", hdr)
+	}
+	want := []Event{
+		{0.01, "o", "hello \"world\"\r\n\x1b[1mbold\x1b[0m\t\x00"},
+		{0.02, "i", "ls\r"},
+		{0.03, "r", "120x40"},
+		{0.04, "m", "exec: uname -a"},
+		{0.06, "o", "é!"},
+		{0.07, "o", "\ufffdx"},
+		{0.08, "o", "end\u2028"},
+	}
+	if len(evs) != len(want) || int64(len(want)) != sum.Events {
+		t.Fatalf("got %d events (%d counted), want %d: %+v", len(evs), sum.Events, len(want), evs)
+	}
+	for i := range want {
+		if evs[i] != want[i] {
+			t.Errorf("event %d: got %+v, want %+v", i, evs[i], want[i])
+		}
+	}
+	var plain bytes.Buffer
+	if err := Export(sum.Path, &plain); err != nil || !strings.HasPrefix(plain.String(), `{"version":2,`) {
+		t.Fatalf("export: %v %q", err, plain.String()[:20])
+	}
+	var out bytes.Buffer
+	if err := Play(t.Context(), &plain, &out, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "hello") || strings.Contains(out.String(), "ls\r") {
+		t.Fatalf("play wrote %q (output only, no input)", out.String())
+	}
+}
+
+// TestWriterCrashLeavesReadablePrefix: what was flushed before a crash
+// (no Close) reads back, ending with the last flushed event.
+func TestWriterCrashLeavesReadablePrefix(t *testing.T) {
+	w, err := Create(t.TempDir(), "s2", Header{Width: 80, Height: 24}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Output(time.Now(), []byte("before the crash"))
+	w.mu.Lock()
+	if err := w.flushLocked(); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Unlock()
+	r, err := Open(w.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ev, err := r.Next()
+	if err != nil || ev.Data != "before the crash" {
+		t.Fatalf("got %q %v", ev.Data, err)
+	}
+	w.Close(time.Now())
+}
+
+// TestWriterFailure: once the disk fails, every call reports it.
+func TestWriterFailure(t *testing.T) {
+	w, err := Create(t.TempDir(), "s3", Header{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.f.Close() // the disk goes away under the writer
+	// Incompressible output reaches the file at once; compressible output
+	// would be caught by the next flush, at most FlushInterval later.
+	noise := make([]byte, 256<<10)
+	rand.Read(noise)
+	w.Output(time.Now(), noise)
+	if err := w.Output(time.Now(), []byte("y")); err == nil {
+		t.Fatal("write after the file failed returned nil")
+	}
+	if w.Err() == nil {
+		t.Fatal("Err() is nil after a failure")
+	}
+	if _, err := w.Close(time.Now()); err == nil {
+		t.Fatal("Close after a failure returned nil")
+	}
+	if _, err := Create("/nonexistent/dir", "s4", Header{}, time.Now()); err == nil {
+		t.Fatal("Create in a missing directory succeeded")
+	}
+}
+
+// TestWriterBoundedMemory: recording is streamed; 64 MiB of output does
+// not grow the heap by anything like its size.
+func TestWriterBoundedMemory(t *testing.T) {
+	w, err := Create(t.TempDir(), "big", Header{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat([]byte("0123456789abcdef\r\n"), 32<<10/18)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for n := 0; n < 64<<20; n += len(chunk) {
+		if err := w.Output(time.Now(), chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 8<<20 {
+		t.Fatalf("heap grew by %d bytes while recording 64 MiB", grew)
+	}
+	if _, err := w.Close(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
