@@ -78,6 +78,7 @@ type Writer struct {
 	events  int64
 	dirty   bool
 	err     error
+	onFail  func(error)
 	closed  bool
 	stop    chan struct{}
 	stopped chan struct{}
@@ -128,6 +129,26 @@ func Create(dir, id string, hdr Header, start time.Time) (*Writer, error) {
 	return w, nil
 }
 
+// OnFail sets a function called once, from any goroutine, when the
+// recording first fails (a write, the periodic flush, the disk filling),
+// so the session can end without waiting for its next write.
+func (w *Writer) OnFail(f func(error)) {
+	w.mu.Lock()
+	w.onFail = f
+	w.mu.Unlock()
+}
+
+// failLocked records the first failure and reports it.
+func (w *Writer) failLocked(err error) {
+	if w.err != nil {
+		return
+	}
+	w.err = err
+	if f := w.onFail; f != nil {
+		go f(err)
+	}
+}
+
 // Path is the file being written.
 func (w *Writer) Path() string { return w.path }
 
@@ -142,7 +163,9 @@ func (w *Writer) flusher() {
 		case <-t.C:
 			w.mu.Lock()
 			if w.dirty && w.err == nil {
-				w.err = w.flushLocked()
+				if err := w.flushLocked(); err != nil {
+					w.failLocked(err)
+				}
 			}
 			w.mu.Unlock()
 		}
@@ -229,7 +252,7 @@ func (w *Writer) writeLocked(t time.Time, code string, p []byte) {
 	line = append(line, "]\n"...)
 	w.line = line
 	if _, err := w.buf.Write(line); err != nil {
-		w.err = fmt.Errorf("recording: write %s: %w", w.path, err)
+		w.failLocked(fmt.Errorf("recording: write %s: %w", w.path, err))
 		return
 	}
 	w.events++

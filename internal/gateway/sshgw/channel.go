@@ -1,0 +1,341 @@
+package sshgw
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/vigil-pam/vigil/internal/recording"
+	"github.com/vigil-pam/vigil/internal/token"
+	"golang.org/x/crypto/ssh"
+)
+
+// relayBuffer is the chunk size of the relay (and of recorded events).
+const relayBuffer = 32 << 10
+
+// channel kinds, by the request that started the channel.
+const (
+	kindShell = "shell"
+	kindExec  = "exec"
+	kindSCP   = "scp"
+	kindSFTP  = "sftp"
+)
+
+// channel is one session channel relayed between the client and the target.
+type channel struct {
+	c      *conn
+	client ssh.Channel
+	up     ssh.Channel
+
+	// mu guards kind, pty, keys and sftp, and orders recorded events: an
+	// output chunk and the input it releases are recorded together.
+	mu   sync.Mutex
+	kind string // "" until shell, exec or subsystem starts
+	pty  bool
+	keys *recording.Keystrokes
+	sftp *sftpLog
+}
+
+func (c *conn) handleSession(nc ssh.NewChannel) {
+	up, upReqs, err := c.upstream.OpenChannel("session", nil)
+	if err != nil {
+		nc.Reject(ssh.ConnectionFailed, "the target refused a session channel")
+		return
+	}
+	client, clientReqs, err := nc.Accept()
+	if err != nil {
+		up.Close()
+		return
+	}
+	ch := &channel{c: c, client: client, up: up}
+	c.mu.Lock()
+	c.chans[ch] = struct{}{}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.chans, ch)
+		c.mu.Unlock()
+	}()
+
+	var out sync.WaitGroup
+	out.Add(2)
+	go func() { defer out.Done(); ch.pump(client, up, ch.output) }()
+	go func() { defer out.Done(); ch.pump(client.Stderr(), up.Stderr(), ch.output) }()
+	go func() {
+		// The target's EOF reaches the client after all its output.
+		out.Wait()
+		client.CloseWrite()
+	}()
+	go func() {
+		ch.pump(up, client, ch.input)
+		up.CloseWrite()
+	}()
+	upDone := make(chan struct{})
+	go func() {
+		// exit-status, exit-signal, eow@openssh.com: passed on as they are,
+		// before the channel closes.
+		defer close(upDone)
+		for r := range upReqs {
+			if r.Type == "exit-status" && len(r.Payload) >= 4 {
+				c.exitStatus.Store(int64(binary.BigEndian.Uint32(r.Payload)))
+			}
+			ok, _ := client.SendRequest(r.Type, r.WantReply, r.Payload)
+			if r.WantReply {
+				r.Reply(ok, nil)
+			}
+		}
+	}()
+	go func() {
+		for r := range clientReqs {
+			c.touch()
+			ch.request(r)
+		}
+		up.Close() // the client closed the channel
+	}()
+	select {
+	case <-upDone:
+	case <-c.ctx.Done():
+		up.Close()
+		<-upDone
+	}
+	out.Wait()
+	ch.finish()
+	client.Close()
+}
+
+// pump copies src to dst, passing each chunk to tap first: a chunk that
+// cannot be recorded is not relayed.
+func (ch *channel) pump(dst io.Writer, src io.Reader, tap func([]byte) bool) {
+	buf := make([]byte, relayBuffer)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if !tap(buf[:n]) {
+				return
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// output taps what the target sends.
+func (ch *channel) output(p []byte) bool {
+	c := ch.c
+	c.bytesDown.Add(int64(len(p)))
+	c.touch()
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	switch {
+	case ch.sftp != nil:
+		ch.sftp.server(p)
+		return true
+	case ch.kind == kindSCP || !c.recording.Load():
+		return true
+	}
+	if ch.keys != nil {
+		ch.keys.Output(p)
+	}
+	return c.rec.Output(c.s.cfg.Now(), p) == nil || c.failOpen()
+}
+
+// input taps what the client sends.
+func (ch *channel) input(p []byte) bool {
+	c := ch.c
+	c.bytesUp.Add(int64(len(p)))
+	c.touch()
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	switch {
+	case ch.sftp != nil:
+		ch.sftp.client(p)
+		return true
+	case ch.kind == kindSCP || !c.recording.Load():
+		return true
+	case ch.keys != nil:
+		return ch.keys.Input(c.s.cfg.Now(), p) == nil || c.failOpen()
+	}
+	return c.rec.Input(c.s.cfg.Now(), p) == nil || c.failOpen()
+}
+
+// failOpen reports, after a failed recording write, whether the session
+// may go on: only under the target's fail-open policy (recordingFailed is
+// told through the writer's OnFail either way).
+func (c *conn) failOpen() bool { return c.info.target.FailOpen }
+
+// finish records what the channel still holds back.
+func (ch *channel) finish() {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.keys != nil && ch.c.recording.Load() {
+		ch.keys.Close()
+	}
+	if ch.sftp != nil {
+		ch.sftp.close()
+	}
+}
+
+// allowed reports whether the token grants action, telling the user and
+// the audit log when it does not.
+func (ch *channel) allowed(action, what string) bool {
+	c := ch.c
+	if slices.Contains(c.info.grant.Actions, action) {
+		return true
+	}
+	c.audit("ssh.request_denied", map[string]any{"request": what, "needs": action})
+	ch.client.Stderr().Write([]byte(fmt.Sprintf("[vigil] %s is not granted on %s as %s\r\n", action, c.info.target.Name, c.info.login)))
+	return false
+}
+
+// forward passes r to the target and its answer back.
+func (ch *channel) forward(r *ssh.Request) bool {
+	ok, err := ch.up.SendRequest(r.Type, r.WantReply, r.Payload)
+	if err != nil {
+		ok = false
+	}
+	if r.WantReply {
+		r.Reply(ok, nil)
+	}
+	return ok
+}
+
+func refuse(r *ssh.Request) {
+	if r.WantReply {
+		r.Reply(false, nil)
+	}
+}
+
+// request applies Vigil's policy to a channel request from the client.
+func (ch *channel) request(r *ssh.Request) {
+	c := ch.c
+	now := c.s.cfg.Now()
+	switch r.Type {
+	case "pty-req":
+		var p struct {
+			Term          string
+			Cols, Rows    uint32
+			Width, Height uint32
+			Modes         string
+		}
+		if ssh.Unmarshal(r.Payload, &p) != nil || ch.started() {
+			refuse(r)
+			return
+		}
+		if ch.forward(r) {
+			ch.mu.Lock()
+			ch.pty = true
+			ch.keys = recording.NewKeystrokes(c.rec)
+			ch.mu.Unlock()
+			c.rec.Resize(now, int(p.Cols), int(p.Rows))
+		}
+	case "window-change":
+		var p struct{ Cols, Rows, Width, Height uint32 }
+		if ssh.Unmarshal(r.Payload, &p) != nil {
+			refuse(r)
+			return
+		}
+		if c.recording.Load() {
+			c.rec.Resize(now, int(p.Cols), int(p.Rows))
+		}
+		ch.forward(r)
+	case "env":
+		var p struct{ Name, Value string }
+		if ssh.Unmarshal(r.Payload, &p) != nil || !envAllowed(c.s.cfg.EnvAllow, p.Name) {
+			refuse(r)
+			return
+		}
+		ch.forward(r)
+	case "shell":
+		if ch.started() || !ch.allowed(token.ActionShell, "shell") {
+			refuse(r)
+			return
+		}
+		ch.start(kindShell, "shell", r)
+	case "exec":
+		var p struct{ Command string }
+		if ssh.Unmarshal(r.Payload, &p) != nil || ch.started() {
+			refuse(r)
+			return
+		}
+		kind, action := kindExec, token.ActionExec
+		if isSCP(p.Command) {
+			kind, action = kindSCP, token.ActionSFTP
+		}
+		if !ch.allowed(action, "exec: "+p.Command) {
+			refuse(r)
+			return
+		}
+		ch.start(kind, "exec: "+p.Command, r)
+	case "subsystem":
+		var p struct{ Name string }
+		if ssh.Unmarshal(r.Payload, &p) != nil || ch.started() || p.Name != "sftp" {
+			refuse(r)
+			return
+		}
+		if !ch.allowed(token.ActionSFTP, "subsystem sftp") {
+			refuse(r)
+			return
+		}
+		ch.start(kindSFTP, "sftp", r)
+	case "signal", "break":
+		ch.forward(r)
+	case "x11-req", "auth-agent-req@openssh.com":
+		// Neither is ever granted: an agent forwarded through Vigil would
+		// hand the target the user's keys.
+		c.audit("ssh.request_denied", map[string]any{"request": r.Type})
+		refuse(r)
+	default:
+		refuse(r)
+	}
+}
+
+func (ch *channel) started() bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.kind != ""
+}
+
+// start records and audits what the channel runs, then asks the target.
+func (ch *channel) start(kind, what string, r *ssh.Request) {
+	c := ch.c
+	ch.mu.Lock()
+	ch.kind = kind
+	if kind == kindSFTP {
+		ch.sftp = newSFTPLog(c)
+	}
+	ch.mu.Unlock()
+	if c.recording.Load() {
+		c.rec.Marker(c.s.cfg.Now(), what)
+	}
+	if kind != kindShell {
+		c.addCommand(what)
+	}
+	c.audit("ssh."+kind, map[string]any{"command": strings.TrimPrefix(what, "exec: ")})
+	ch.forward(r)
+}
+
+// isSCP reports whether an exec command is the legacy scp protocol.
+func isSCP(cmd string) bool {
+	f := strings.Fields(cmd)
+	if len(f) == 0 || path.Base(f[0]) != "scp" {
+		return false
+	}
+	return slices.Contains(f, "-t") || slices.Contains(f, "-f")
+}
+
+func envAllowed(allow []string, name string) bool {
+	for _, a := range allow {
+		if a == name || (strings.HasSuffix(a, "*") && strings.HasPrefix(name, strings.TrimSuffix(a, "*"))) {
+			return true
+		}
+	}
+	return false
+}
