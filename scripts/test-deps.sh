@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs on a fresh Debian machine, and nothing
-# that is already there. Today: a C compiler for the race detector. Later
-# gateways add their real peers here (OpenSSH, PostgreSQL, Chromium).
+# that is already there: a C compiler for the race detector, and the real
+# OpenSSH server and clients the SSH gateway is tested against.
 set -euo pipefail
 
 if ! command -v go >/dev/null 2>&1; then
@@ -11,6 +11,10 @@ fi
 
 missing=()
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+for c in ssh scp sftp ssh-keygen; do
+  command -v "$c" >/dev/null 2>&1 || { missing+=(openssh-client); break; }
+done
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -80,13 +80,7 @@ func (c *client) call(ctx context.Context, method, path string, in, out any) err
 		return fmt.Errorf("read response: %w", err)
 	}
 	if resp.StatusCode >= 300 {
-		var e struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		if json.Unmarshal(b, &e) == nil && e.Error.Message != "" {
-			return fmt.Errorf("%s (HTTP %d)", e.Error.Message, resp.StatusCode)
-		}
-		return fmt.Errorf("HTTP %d from %s", resp.StatusCode, path)
+		return apiError(resp.StatusCode, b, path)
 	}
 	if out != nil {
 		if raw, ok := out.(*json.RawMessage); ok {
@@ -98,6 +92,23 @@ func (c *client) call(ctx context.Context, method, path string, in, out any) err
 		}
 	}
 	return nil
+}
+
+// apiError turns an error response into "message (HTTP status)".
+func apiError(status int, body []byte, path string) error {
+	var e struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Error.Message != "" {
+		return fmt.Errorf("%s (HTTP %d)", e.Error.Message, status)
+	}
+	return fmt.Errorf("HTTP %d from %s", status, path)
+}
+
+// errorFrom reads an error response.
+func (c *client) errorFrom(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return apiError(resp.StatusCode, b, resp.Request.URL.Path)
 }
 
 // outputFlag adds -o/--output to a listing command.

@@ -52,7 +52,9 @@ type server struct {
 	t    *testing.T
 	data string
 	addr string
-	cmd  *exec.Cmd
+	// sshAddr is the SSH gateway's address.
+	sshAddr string
+	cmd     *exec.Cmd
 	// stdoutPath receives the server's stdout directly (no copying
 	// goroutine): what it printed before logging "serving" is there.
 	stdoutPath string
@@ -62,7 +64,7 @@ type server struct {
 	done   chan error
 }
 
-var servingRE = regexp.MustCompile(`msg="vigil serving" http=(\S+)`)
+var servingRE = regexp.MustCompile(`msg="vigil serving" http=(\S+) ssh=(\S+)`)
 
 // startServer runs vigil serve on a free loopback port and waits until it
 // serves (or fails, returning its error output).
@@ -74,7 +76,7 @@ func startServer(t *testing.T, data string, env []string, args ...string) (*serv
 func startServerAs(t *testing.T, cred *syscall.Credential, data string, env []string, args ...string) (*server, error) {
 	t.Helper()
 	s := &server{t: t, data: data, done: make(chan error, 1)}
-	s.cmd = exec.Command(vigilBin, append([]string{"serve", "--http-addr", "127.0.0.1:0", "--data", data}, args...)...)
+	s.cmd = exec.Command(vigilBin, append([]string{"serve", "--http-addr", "127.0.0.1:0", "--ssh-addr", "127.0.0.1:0", "--data", data}, args...)...)
 	s.cmd.Env = append(os.Environ(), env...)
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	out, err := os.CreateTemp(t.TempDir(), "stdout")
@@ -89,7 +91,7 @@ func startServerAs(t *testing.T, cred *syscall.Credential, data string, env []st
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan string, 1)
+	ready := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
@@ -98,13 +100,14 @@ func startServerAs(t *testing.T, cred *syscall.Credential, data string, env []st
 			s.stderr.WriteString(line + "\n")
 			s.mu.Unlock()
 			if m := servingRE.FindStringSubmatch(line); m != nil {
-				ready <- m[1]
+				ready <- m[1:]
 			}
 		}
 	}()
 	go func() { err := s.cmd.Wait(); pw.Close(); s.done <- err }()
 	select {
-	case s.addr = <-ready:
+	case addrs := <-ready:
+		s.addr, s.sshAddr = addrs[0], addrs[1]
 		t.Cleanup(func() { s.stop() })
 		return s, nil
 	case err := <-s.done:

@@ -12,6 +12,12 @@ import (
 )
 
 func main() {
+	// Run as ssh's SSH_ASKPASS helper by `vigil ssh`: answer the prompt
+	// with the token and nothing else.
+	if os.Getenv(askpassEnv) == "1" {
+		fmt.Println(os.Getenv("VIGIL_TOKEN"))
+		return
+	}
 	root := newRootCmd()
 	if err := root.Execute(); err != nil {
 		// One line on stderr, non-zero exit (DESIGN.md).
@@ -35,7 +41,8 @@ readable).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newTokenCmd(), newKeysCmd(), newGrantCmd(), newAuditCmd())
+	root.AddCommand(newServeCmd(), newTokenCmd(), newKeysCmd(), newGrantCmd(), newAuditCmd(), newTargetCmd(),
+		newSessionsCmd(), newPlayCmd(), newRecordingCmd(), newSSHCmd())
 	return root
 }
 

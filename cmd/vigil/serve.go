@@ -23,10 +23,14 @@ import (
 	"github.com/vigil-pam/vigil/internal/api"
 	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/config"
+	"github.com/vigil-pam/vigil/internal/gateway/sshgw"
 	"github.com/vigil-pam/vigil/internal/masterkey"
 	"github.com/vigil-pam/vigil/internal/policy"
+	"github.com/vigil-pam/vigil/internal/session"
 	"github.com/vigil-pam/vigil/internal/store"
 	"github.com/vigil-pam/vigil/internal/token"
+	"github.com/vigil-pam/vigil/internal/vault"
+	"golang.org/x/crypto/ssh"
 )
 
 // Timing of the server's housekeeping.
@@ -49,12 +53,12 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Run the Vigil server",
 		Long: `Run the Vigil server. With no flags it starts on the embedded default:
-data in ./vigil-data (SQLite vigil.db, signing keys, admin.token), HTTP API on
-127.0.0.1:8080. On first start it creates the signing keys and prints a
+data in ./vigil-data (SQLite vigil.db, signing keys, admin.token, recordings/),
+SSH gateway on 127.0.0.1:2222, HTTP API on 127.0.0.1:8080. On first start it creates the signing keys and prints a
 bootstrap admin token, also written to ./vigil-data/admin.token (mode 0600).
 
 Settings come from, in order of precedence: flags, VIGIL_<FLAG> environment
-variables (VIGIL_DATA, VIGIL_HTTP_ADDR, …), the YAML file given by --config,
+variables (VIGIL_DATA, VIGIL_HTTP_ADDR, VIGIL_SSH_ADDR, …), the YAML file given by --config,
 and the defaults. The master key that encrypts secrets at rest comes from
 VIGIL_MASTER_KEY (32 bytes, hex or base64) or DATA/master.key (created on
 first start, mode 0600).
@@ -70,7 +74,8 @@ SIGINT or SIGTERM shuts down gracefully.`,
 				return err
 			}
 			fs := cmd.Flags()
-			for name, dst := range map[string]*string{"data": &cfg.Data, "http-addr": &cfg.HTTPAddr, "store": &cfg.Store, "log-level": &cfg.LogLevel} {
+			for name, dst := range map[string]*string{"data": &cfg.Data, "http-addr": &cfg.HTTPAddr, "ssh-addr": &cfg.SSHAddr,
+				"store": &cfg.Store, "recordings": &cfg.Recordings, "log-level": &cfg.LogLevel} {
 				if fs.Changed(name) {
 					*dst, _ = fs.GetString(name)
 				}
@@ -87,7 +92,9 @@ SIGINT or SIGTERM shuts down gracefully.`,
 	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file")
 	cmd.Flags().StringVar(&flagCfg.Data, "data", d.Data, "data directory")
 	cmd.Flags().StringVar(&flagCfg.HTTPAddr, "http-addr", d.HTTPAddr, "HTTP API listen address")
+	cmd.Flags().StringVar(&flagCfg.SSHAddr, "ssh-addr", d.SSHAddr, "SSH gateway listen address")
 	cmd.Flags().StringVar(&flagCfg.Store, "store", "", "state database URL (default sqlite://DATA/vigil.db)")
+	cmd.Flags().StringVar(&flagCfg.Recordings, "recordings", "", "recording store: file://DIR (default file://DATA/recordings)")
 	cmd.Flags().StringVar(&flagCfg.LogLevel, "log-level", d.LogLevel, "log level: debug, info, warn, error")
 	return cmd
 }
@@ -98,23 +105,23 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-// prepareDataDir creates the data directory (0700) and proves it is a
-// writable directory, so a permission problem is one clear error at start
-// rather than a failure later.
-func prepareDataDir(dir string) error {
+// prepareDir creates a directory (0700) and proves it is a writable
+// directory, so a permission problem is one clear error at start rather
+// than a failure later. what names it in errors.
+func prepareDir(dir, what string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("data directory %s: %w", dir, err)
+		return fmt.Errorf("%s %s: %w", what, dir, err)
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("data directory %s: %w", dir, err)
+		return fmt.Errorf("%s %s: %w", what, dir, err)
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("data directory %s: not a directory", dir)
+		return fmt.Errorf("%s %s: not a directory", what, dir)
 	}
 	probe, err := os.CreateTemp(dir, ".write-probe-*")
 	if err != nil {
-		return fmt.Errorf("data directory %s is not writable: %w", dir, err)
+		return fmt.Errorf("%s %s is not writable: %w", what, dir, err)
 	}
 	probe.Close()
 	return os.Remove(probe.Name())
@@ -123,7 +130,7 @@ func prepareDataDir(dir string) error {
 // serve runs the server until ctx ends.
 func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (err error) {
 	log := newLogger(stderr, cfg.LogLevel)
-	if err := prepareDataDir(cfg.Data); err != nil {
+	if err := prepareDir(cfg.Data, "data directory"); err != nil {
 		return err
 	}
 	db, err := store.Open(ctx, cfg.StoreURL())
@@ -184,6 +191,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	verifier, err := token.NewVerifier(token.VerifierConfig{
 		Issuer: cfg.Token.Issuer, Audience: cfg.Token.Audience, MaxTTL: cfg.Token.MaxTTL,
 		Keyring: kr, Revocations: revs, Issuers: remotes, Observe: recorder.Verified, CacheSize: cacheSize,
+		Leeway: &cfg.Token.ClockSkew,
 	})
 	if err != nil {
 		return err
@@ -195,12 +203,48 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		return err
 	}
 
-	srv := &api.Server{Verifier: verifier, Signer: signer, Keyring: kr, Revocations: revs,
-		Grants: policy.NewGrants(db, nil), Audit: auditLog, Issuer: cfg.Token.Issuer, Gatherer: reg, Log: log, Now: time.Now}
+	grants := policy.NewGrants(db, nil)
+	vlt := vault.New(db, mk, nil)
+	sessions := session.NewStore(db)
+	interrupted, err := sessions.MarkInterrupted(ctx, time.Now())
+	if err != nil {
+		return err
+	}
+	for _, id := range interrupted {
+		if err := auditLog.Append(ctx, audit.Event{Type: "session.interrupted", Actor: "vigil", Session: id,
+			Data: map[string]any{"reason": "vigil stopped while the session was active"}}); err != nil {
+			return err
+		}
+	}
+	recDir, err := cfg.RecordingsDir()
+	if err != nil {
+		return err
+	}
+	if err := prepareDir(recDir, "recordings directory"); err != nil {
+		return err
+	}
+	hostKey, err := sshgw.LoadOrCreateHostKey(ctx, db, mk)
+	if err != nil {
+		return err
+	}
+	gw, err := sshgw.New(sshgw.Config{HostKey: hostKey, Verifier: verifier, Vault: vlt, Grants: grants, Sessions: sessions,
+		Audit: auditLog, RecordingsDir: recDir, Log: log, IdleTimeout: cfg.SSH.IdleTimeout, Keepalive: cfg.SSH.Keepalive,
+		ExpiryWarning: cfg.SSH.ExpiryWarning, EnvAllow: cfg.SSH.EnvAllow})
+	if err != nil {
+		return err
+	}
+	srv := &api.Server{Verifier: verifier, Signer: signer, Keyring: kr, Revocations: revs, Grants: grants, Vault: vlt,
+		Sessions: sessions, Audit: auditLog, Issuer: cfg.Token.Issuer, Gatherer: reg, Log: log, Now: time.Now}
+	sshLn, err := net.Listen("tcp", cfg.SSHAddr)
+	if err != nil {
+		return fmt.Errorf("ssh: %w", err)
+	}
+	defer sshLn.Close()
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
+	defer ln.Close()
 	httpSrv := &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -210,11 +254,12 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if err := auditLog.Append(ctx, audit.Event{Type: "vigil.start", Actor: "vigil", Data: map[string]any{
-		"http_addr": ln.Addr().String(), "store": strings.SplitN(cfg.StoreURL(), "://", 2)[0], "issuers": len(remotes)}}); err != nil {
-		ln.Close()
+		"http_addr": ln.Addr().String(), "ssh_addr": sshLn.Addr().String(), "store": strings.SplitN(cfg.StoreURL(), "://", 2)[0],
+		"issuers": len(remotes), "ssh_host_key": ssh.FingerprintSHA256(hostKey.PublicKey())}}); err != nil {
 		return err
 	}
-	log.Info("vigil serving", "http", ln.Addr().String(), "data", cfg.Data, "kid", kr.List()[0].KID)
+	log.Info("vigil serving", "http", ln.Addr().String(), "ssh", sshLn.Addr().String(), "data", cfg.Data,
+		"kid", kr.List()[0].KID, "ssh_host_key", ssh.FingerprintSHA256(hostKey.PublicKey()))
 
 	bg, cancelBG := context.WithCancel(ctx)
 	defer cancelBG()
@@ -223,15 +268,27 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	}
 	go housekeeping(bg, cfg, kr, revs, admTok, auditLog, log)
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- httpSrv.Serve(ln) }()
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- fmt.Errorf("http: %w", httpSrv.Serve(ln)) }()
+	gwCtx, stopGW := context.WithCancelCause(context.WithoutCancel(ctx))
+	gwDone := make(chan struct{})
+	go func() {
+		defer close(gwDone)
+		if err := gw.Serve(gwCtx, sshLn); err != nil {
+			serveErr <- err
+		}
+	}()
+	var runErr error
 	select {
-	case err := <-serveErr:
-		return fmt.Errorf("http: %w", err)
+	case runErr = <-serveErr:
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
 	cancelBG()
+	// Live SSH sessions end with a message, and their recordings and end
+	// events are written, before the audit log closes.
+	stopGW(errors.New("vigil is shutting down"))
+	<-gwDone
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
 	if err := httpSrv.Shutdown(sctx); err != nil {
@@ -240,7 +297,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	if err := auditLog.Append(sctx, audit.Event{Type: "vigil.stop", Actor: "vigil"}); err != nil {
 		log.Error("audit append failed", "type", "vigil.stop", "err", err)
 	}
-	return nil
+	return runErr
 }
 
 // checkMasterKey proves mk is the key this store's secrets were sealed

@@ -20,7 +20,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/policy"
+	"github.com/vigil-pam/vigil/internal/session"
 	"github.com/vigil-pam/vigil/internal/token"
+	"github.com/vigil-pam/vigil/internal/vault"
 )
 
 // maxBody bounds a request body; API requests are small.
@@ -33,6 +35,8 @@ type Server struct {
 	Keyring     *token.Keyring
 	Revocations *token.Revocations
 	Grants      *policy.Grants
+	Vault       *vault.Vault
+	Sessions    *session.Store
 	Audit       *audit.Log
 	// Issuer is Vigil's own "iss", the default issuer of revocations.
 	Issuer string
@@ -61,6 +65,12 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /api/v1/grants", s.admin(s.addGrant))
 	mux.Handle("DELETE /api/v1/grants/{id}", s.admin(s.removeGrant))
 	mux.Handle("GET /api/v1/audit", s.admin(s.searchAudit))
+	mux.Handle("GET /api/v1/targets", s.admin(s.listTargets))
+	mux.Handle("POST /api/v1/targets", s.admin(s.addTarget))
+	mux.Handle("DELETE /api/v1/targets/{name}", s.admin(s.removeTarget))
+	mux.Handle("GET /api/v1/sessions", s.admin(s.listSessions))
+	mux.Handle("GET /api/v1/sessions/{id}", s.admin(s.getSession))
+	mux.Handle("GET /api/v1/sessions/{id}/recording", s.admin(s.sessionRecording))
 	return jsonFallback(mux)
 }
 

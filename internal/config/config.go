@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/vigil-pam/vigil/internal/token"
@@ -24,6 +25,11 @@ type Config struct {
 	Data string `yaml:"data"`
 	// HTTPAddr is the API and console listen address.
 	HTTPAddr string `yaml:"http_addr"`
+	// SSHAddr is the SSH gateway listen address.
+	SSHAddr string `yaml:"ssh_addr"`
+	// Recordings is where recordings are stored: file://DIR; empty means
+	// file://DATA/recordings.
+	Recordings string `yaml:"recordings"`
 	// Store is the state database URL; empty means sqlite://DATA/vigil.db.
 	Store string `yaml:"store"`
 	// LogLevel is debug, info, warn or error.
@@ -32,6 +38,22 @@ type Config struct {
 	Token Token `yaml:"token"`
 	// Issuers are the trusted external identity providers.
 	Issuers []token.IssuerConfig `yaml:"issuers"`
+	// SSH tunes the SSH gateway.
+	SSH SSH `yaml:"ssh"`
+}
+
+// SSH tunes the SSH gateway; zero values take the gateway's defaults.
+type SSH struct {
+	// IdleTimeout ends sessions without traffic (default 30m).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// Keepalive probes both legs this often (default 30s).
+	Keepalive time.Duration `yaml:"keepalive"`
+	// ExpiryWarning warns the user this long before their token expires
+	// (default 5m).
+	ExpiryWarning time.Duration `yaml:"expiry_warning"`
+	// EnvAllow lists environment variables clients may set (default LANG,
+	// LC_*, TZ).
+	EnvAllow []string `yaml:"env_allow"`
 }
 
 // Token configures issuing and signing.
@@ -50,6 +72,8 @@ type Token struct {
 	RotateEvery time.Duration `yaml:"rotate_every"`
 	// VerifyCache bounds the verified-token cache; 0 means 4096, -1 off.
 	VerifyCache int `yaml:"verify_cache"`
+	// ClockSkew is the leeway on exp, nbf and iat (default 30s, at most 60s).
+	ClockSkew time.Duration `yaml:"clock_skew"`
 }
 
 // Default returns the embedded default: everything on loopback, state in
@@ -58,6 +82,7 @@ func Default() Config {
 	return Config{
 		Data:     "./vigil-data",
 		HTTPAddr: "127.0.0.1:8080",
+		SSHAddr:  "127.0.0.1:2222",
 		LogLevel: "info",
 		Token: Token{
 			Issuer:     "vigil",
@@ -65,6 +90,7 @@ func Default() Config {
 			Algorithm:  token.AlgEdDSA,
 			DefaultTTL: token.DefaultTTL,
 			MaxTTL:     token.DefaultMaxTTL,
+			ClockSkew:  token.Leeway,
 		},
 	}
 }
@@ -103,14 +129,37 @@ func (c *Config) StoreURL() string {
 	return "sqlite://" + filepath.Join(c.Data, "vigil.db")
 }
 
+// RecordingsDir is the local directory recordings are written to.
+func (c *Config) RecordingsDir() (string, error) {
+	if c.Recordings == "" {
+		return filepath.Join(c.Data, "recordings"), nil
+	}
+	scheme, rest, ok := strings.Cut(c.Recordings, "://")
+	switch {
+	case ok && scheme == "file" && rest != "":
+		return rest, nil
+	case ok && scheme == "s3":
+		return "", fmt.Errorf("config: recordings %q: the S3 store is not available in this version; use file://DIR", c.Recordings)
+	}
+	return "", fmt.Errorf("config: recordings %q: want file://DIR", c.Recordings)
+}
+
 // Validate checks values that do not need the outside world.
 func (c *Config) Validate() error {
 	var errs []error
 	if c.Data == "" {
 		errs = append(errs, errors.New("data directory is empty"))
 	}
-	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
-		errs = append(errs, fmt.Errorf("http_addr %q: %w", c.HTTPAddr, err))
+	for name, addr := range map[string]string{"http_addr": c.HTTPAddr, "ssh_addr": c.SSHAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", name, addr, err))
+		}
+	}
+	if _, err := c.RecordingsDir(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.SSH.IdleTimeout < 0 || c.SSH.Keepalive < 0 || c.SSH.ExpiryWarning < 0 {
+		errs = append(errs, errors.New("ssh durations must not be negative"))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -128,6 +177,9 @@ func (c *Config) Validate() error {
 	}
 	if t.MaxTTL <= 0 || t.DefaultTTL <= 0 || t.DefaultTTL > t.MaxTTL {
 		errs = append(errs, fmt.Errorf("token ttls: need 0 < default_ttl (%s) <= max_ttl (%s)", t.DefaultTTL, t.MaxTTL))
+	}
+	if t.ClockSkew < 0 || t.ClockSkew > token.MaxLeeway {
+		errs = append(errs, fmt.Errorf("token.clock_skew %s: 0 to %s", t.ClockSkew, token.MaxLeeway))
 	}
 	if t.RotateEvery < 0 || (t.RotateEvery > 0 && t.RotateEvery < time.Hour) {
 		errs = append(errs, fmt.Errorf("token.rotate_every %s: 0 (off) or at least 1h", t.RotateEvery))

@@ -15,9 +15,12 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jws"
 )
 
-// Leeway is the clock skew tolerated on exp, nbf and iat (RFC 8725 asks
-// for little; 60 s is the most the design allows).
-const Leeway = 30 * time.Second
+// Leeway is the default clock skew tolerated on exp, nbf and iat; MaxLeeway
+// is the most VerifierConfig.Leeway may be (RFC 8725 asks for little).
+const (
+	Leeway    = 30 * time.Second
+	MaxLeeway = 60 * time.Second
+)
 
 // MaxTokenSize is the largest token accepted; longer input is refused
 // before any decoding.
@@ -136,12 +139,16 @@ type VerifierConfig struct {
 	Now func() time.Time
 	// CacheSize bounds the verified-signature cache; 0 disables it.
 	CacheSize int
+	// Leeway is the clock skew tolerated; nil means Leeway. At most
+	// MaxLeeway.
+	Leeway *time.Duration
 }
 
 // Verifier verifies Vigil's own tokens and those of trusted external
 // issuers with one set of rules. It is safe for concurrent use.
 type Verifier struct {
 	cfg     VerifierConfig
+	leeway  time.Duration
 	issuers map[string]*RemoteIssuer
 	cache   *verifyCache
 }
@@ -157,7 +164,14 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	v := &Verifier{cfg: cfg, issuers: make(map[string]*RemoteIssuer)}
+	leeway := Leeway
+	if cfg.Leeway != nil {
+		leeway = *cfg.Leeway
+	}
+	if leeway < 0 || leeway > MaxLeeway {
+		return nil, fmt.Errorf("token: clock skew %s: want 0 to %s", leeway, MaxLeeway)
+	}
+	v := &Verifier{cfg: cfg, leeway: leeway, issuers: make(map[string]*RemoteIssuer)}
 	for _, ri := range cfg.Issuers {
 		if ri.cfg.Issuer == cfg.Issuer {
 			return nil, fmt.Errorf("token: external issuer %q has the same name as Vigil's own issuer", ri.cfg.Issuer)
@@ -355,21 +369,21 @@ func fillAttempt(a *Attempt, id *Identity) {
 // checkTime enforces exp, nbf, iat and the lifetime cap.
 func (v *Verifier) checkTime(c *Claims, lifetime time.Duration) error {
 	now := v.cfg.Now()
-	if !now.Before(c.ExpiresAt.Add(Leeway)) {
+	if !now.Before(c.ExpiresAt.Add(v.leeway)) {
 		return fail(ReasonExpired, "expired at %s", c.ExpiresAt.UTC().Format(time.RFC3339))
 	}
-	if !c.NotBefore.IsZero() && now.Add(Leeway).Before(c.NotBefore.Time) {
+	if !c.NotBefore.IsZero() && now.Add(v.leeway).Before(c.NotBefore.Time) {
 		return fail(ReasonNotYetValid, "nbf %s", c.NotBefore.UTC().Format(time.RFC3339))
 	}
 	if !c.IssuedAt.IsZero() {
-		if now.Add(Leeway).Before(c.IssuedAt.Time) {
+		if now.Add(v.leeway).Before(c.IssuedAt.Time) {
 			return fail(ReasonIssuedInFuture, "iat %s", c.IssuedAt.UTC().Format(time.RFC3339))
 		}
 		if c.ExpiresAt.Sub(c.IssuedAt.Time) > lifetime {
 			return fail(ReasonLifetime, "lifetime %s exceeds %s", c.ExpiresAt.Sub(c.IssuedAt.Time), lifetime)
 		}
 	}
-	if c.ExpiresAt.Sub(now) > lifetime+Leeway {
+	if c.ExpiresAt.Sub(now) > lifetime+v.leeway {
 		return fail(ReasonLifetime, "expires in %s, more than %s", c.ExpiresAt.Sub(now).Round(time.Second), lifetime)
 	}
 	return nil

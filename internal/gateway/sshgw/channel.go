@@ -183,15 +183,28 @@ func (ch *channel) finish() {
 	}
 }
 
-// allowed reports whether the token grants action, telling the user and
-// the audit log when it does not.
-func (ch *channel) allowed(action, what string) bool {
+// allowed reports whether the token grants action for request r (a
+// shell, exec or subsystem). When it does not, the refusal is audited and
+// the request answered by Vigil itself: accepted, then a message on
+// stderr, exit status 1 and the channel closed. A plain "request failed"
+// would leave the user without the reason, as clients exit before
+// printing what the server wrote.
+func (ch *channel) allowed(action, what string, r *ssh.Request) bool {
 	c := ch.c
 	if slices.Contains(c.info.grant.Actions, action) {
 		return true
 	}
 	c.audit("ssh.request_denied", map[string]any{"request": what, "needs": action})
+	ch.mu.Lock()
+	ch.kind = "denied"
+	ch.mu.Unlock()
+	if r.WantReply {
+		r.Reply(true, nil)
+	}
 	ch.client.Stderr().Write([]byte(fmt.Sprintf("[vigil] %s is not granted on %s as %s\r\n", action, c.info.target.Name, c.info.login)))
+	ch.client.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{1}))
+	ch.client.CloseWrite()
+	ch.up.Close()
 	return false
 }
 
@@ -254,8 +267,11 @@ func (ch *channel) request(r *ssh.Request) {
 		}
 		ch.forward(r)
 	case "shell":
-		if ch.started() || !ch.allowed(token.ActionShell, "shell") {
+		if ch.started() {
 			refuse(r)
+			return
+		}
+		if !ch.allowed(token.ActionShell, "shell", r) {
 			return
 		}
 		ch.start(kindShell, "shell", r)
@@ -269,8 +285,7 @@ func (ch *channel) request(r *ssh.Request) {
 		if isSCP(p.Command) {
 			kind, action = kindSCP, token.ActionSFTP
 		}
-		if !ch.allowed(action, "exec: "+p.Command) {
-			refuse(r)
+		if !ch.allowed(action, "exec: "+p.Command, r) {
 			return
 		}
 		ch.start(kind, "exec: "+p.Command, r)
@@ -280,8 +295,7 @@ func (ch *channel) request(r *ssh.Request) {
 			refuse(r)
 			return
 		}
-		if !ch.allowed(token.ActionSFTP, "subsystem sftp") {
-			refuse(r)
+		if !ch.allowed(token.ActionSFTP, "subsystem sftp", r) {
 			return
 		}
 		ch.start(kindSFTP, "sftp", r)

@@ -181,10 +181,10 @@ func (l *sftpLog) client(p []byte) {
 			}
 		case fxpExtended:
 			name := w.str()
-			if name == "posix-rename@openssh.com" || name == "hardlink@openssh.com" {
+			if op, ok := map[string]string{"posix-rename@openssh.com": "rename", "hardlink@openssh.com": "hardlink"}[name]; ok {
 				from, to := w.str(), w.str()
 				if w.ok {
-					l.op(name, from+" -> "+to, 0)
+					l.op(op, from+" -> "+to, 0)
 				}
 			}
 		}

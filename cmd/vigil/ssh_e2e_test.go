@@ -1,0 +1,426 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigil-pam/vigil/internal/sshdtest"
+	"golang.org/x/crypto/ssh"
+)
+
+// sshCmd runs a real OpenSSH client (ssh, scp or sftp) against the
+// gateway, answering the password prompt with tok through SSH_ASKPASS
+// (this very binary in askpass mode).
+func (s *server) sshCmd(tok, client string, args ...string) *exec.Cmd {
+	_, port, _ := net.SplitHostPort(s.sshAddr)
+	portFlag := "-p"
+	if client != "ssh" {
+		portFlag = "-P"
+	}
+	common := []string{portFlag, port, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "LogLevel=ERROR", "-o", "PreferredAuthentications=keyboard-interactive,password",
+		"-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1"}
+	cmd := exec.Command(client, append(common, args...)...)
+	cmd.Env = append(os.Environ(), "SSH_ASKPASS="+vigilBin, "SSH_ASKPASS_REQUIRE=force", askpassEnv+"=1", "VIGIL_TOKEN="+tok)
+	return cmd
+}
+
+// run runs cmd with stdin and returns stdout, stderr and the exit code.
+func run(t *testing.T, cmd *exec.Cmd, stdin string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%s: %v", cmd.Path, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// gatewayFixture is a vigil serve and an sshd with targets web1 (root, key)
+// and web2 (the test user, password).
+type gatewayFixture struct {
+	s    *server
+	sshd *sshdtest.Server
+}
+
+func newGatewayFixture(t *testing.T, config string) *gatewayFixture {
+	t.Helper()
+	sshd := sshdtest.Start(t)
+	var args []string
+	if config != "" {
+		p := filepath.Join(t.TempDir(), "vigil.yaml")
+		os.WriteFile(p, []byte(config), 0o600)
+		args = []string{"--config", p}
+	}
+	s, err := startServer(t, filepath.Join(t.TempDir(), "data"), nil, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := s.must("", "target", "add", "web1", "--ssh", sshd.Addr, "--login", "root", "--key-file", sshd.ClientKeyFile, "--label", "env=test")
+	if !strings.Contains(out, "SHA256:") {
+		t.Fatalf("target add did not pin a host key: %s", out)
+	}
+	cmd := exec.Command(vigilBin, "target", "add", "web2", "--ssh", sshd.Addr, "--login", sshdtest.User, "--password-env", "WEB2_PW", "--host-key", sshd.HostKey)
+	cmd.Env = append(os.Environ(), "VIGIL_ADDR=http://"+s.addr, "VIGIL_DATA="+s.data, "WEB2_PW="+sshd.Password)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("target add web2: %v %s", err, b)
+	}
+	return &gatewayFixture{s: s, sshd: sshd}
+}
+
+func (f *gatewayFixture) token(t *testing.T, args ...string) string {
+	t.Helper()
+	return strings.TrimSpace(f.s.must("", append([]string{"token", "issue", "--user", "alice"}, args...)...))
+}
+
+// lastSession returns the newest session's ID.
+func (f *gatewayFixture) lastSession(t *testing.T) string {
+	t.Helper()
+	out := f.s.must("", "sessions", "ls")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) < 2 {
+		t.Fatalf("no sessions: %s", out)
+	}
+	return strings.Fields(lines[1])[0]
+}
+
+func (f *gatewayFixture) recording(t *testing.T, id string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), id+".cast")
+	f.s.must("", "recording", "export", id, "-o", p)
+	b, _ := os.ReadFile(p)
+	return string(b)
+}
+
+func TestSSHGatewayExecAndTransfers(t *testing.T) {
+	f := newGatewayFixture(t, "")
+	s := f.s
+	tok := f.token(t, "--grant", "web1:root:shell,exec,sftp", "--grant", "web2:"+sshdtest.User+":exec")
+
+	// exec: stdout, stderr and exit status pass through unchanged.
+	out, errOut, code := run(t, s.sshCmd(tok, "ssh", "root@web1@127.0.0.1", "echo out; echo err >&2; exit 3"), "")
+	if out != "out\n" || !strings.Contains(errOut, "err") || code != 3 {
+		t.Fatalf("exec: out %q err %q code %d", out, errOut, code)
+	}
+	id := f.lastSession(t)
+	if cast := f.recording(t, id); !strings.Contains(cast, `"exec: echo out; echo err >&2; exit 3"`) || !strings.Contains(cast, `"out\n"`) {
+		t.Fatalf("exec recording lacks the command or output: %s", cast)
+	}
+	// LOGIN may be omitted when the token grants one login on the target.
+	if out, _, code := run(t, s.sshCmd(tok, "ssh", "web1@127.0.0.1", "id -un"), ""); out != "root\n" || code != 0 {
+		t.Fatalf("login omitted: %q %d", out, code)
+	}
+	// stdin is piped through.
+	if out, _, _ := run(t, s.sshCmd(tok, "ssh", "web1@127.0.0.1", "tr a-z A-Z"), "hello vigil\n"); out != "HELLO VIGIL\n" {
+		t.Fatalf("stdin: %q", out)
+	}
+	// A password credential is injected as well as a key.
+	if out, errOut, code := run(t, s.sshCmd(tok, "ssh", sshdtest.User+"@web2@127.0.0.1", "id -un"), ""); out != sshdtest.User+"\n" || code != 0 {
+		t.Fatalf("password target: %q %q %d", out, errOut, code)
+	}
+	// An action the token lacks is refused with a reason the user sees.
+	_, errOut, code = run(t, s.sshCmd(tok, "ssh", "-tt", sshdtest.User+"@web2@127.0.0.1"), "")
+	if code == 0 || !strings.Contains(errOut, "shell is not granted on web2") {
+		t.Fatalf("shell without the action: %q %d", errOut, code)
+	}
+
+	// 50 MB binary both ways, scp (SFTP protocol), legacy scp and sftp.
+	dir := t.TempDir()
+	src := filepath.Join(dir, "blob")
+	blob := make([]byte, 50<<20)
+	rand.Read(blob)
+	os.WriteFile(src, blob, 0o600)
+	want := sha256.Sum256(blob)
+	check := func(name, path string) {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil || sha256.Sum256(b) != want {
+			t.Fatalf("%s: checksum differs (%v)", name, err)
+		}
+	}
+	for _, legacy := range []bool{false, true} {
+		args := []string{}
+		if legacy {
+			args = append(args, "-O")
+		}
+		name := fmt.Sprintf("scp legacy=%v", legacy)
+		if _, errOut, code := run(t, s.sshCmd(tok, "scp", append(args, src, "root@web1@127.0.0.1:/tmp/vigil-blob")...), ""); code != 0 {
+			t.Fatalf("%s upload: %s", name, errOut)
+		}
+		check(name+" upload", "/tmp/vigil-blob")
+		back := filepath.Join(dir, fmt.Sprintf("back-%v", legacy))
+		if _, errOut, code := run(t, s.sshCmd(tok, "scp", append(args, "root@web1@127.0.0.1:/tmp/vigil-blob", back)...), ""); code != 0 {
+			t.Fatalf("%s download: %s", name, errOut)
+		}
+		check(name+" download", back)
+		os.Remove("/tmp/vigil-blob")
+	}
+	// Commands on stdin (sftp -b would force BatchMode, which forbids
+	// the password prompt).
+	batch := fmt.Sprintf("put %s /tmp/vigil-sftp\nget /tmp/vigil-sftp %s/sftp-back\nrename /tmp/vigil-sftp /tmp/vigil-sftp2\nrm /tmp/vigil-sftp2\n", src, dir)
+	if _, errOut, code := run(t, s.sshCmd(tok, "sftp", "root@web1@127.0.0.1"), batch); code != 0 {
+		t.Fatalf("sftp: %s", errOut)
+	}
+	check("sftp get", filepath.Join(dir, "sftp-back"))
+	events := s.must("", "audit", "search", "--type", "ssh.file_transfer", "-o", "json")
+	for _, want := range []string{`"op": "upload"`, `"op": "download"`, `"path": "/tmp/vigil-sftp"`, `"bytes": 52428800`, `"op": "rename"`, `"op": "remove"`} {
+		if !strings.Contains(events, want) {
+			t.Errorf("file transfer events lack %s", want)
+		}
+	}
+	if out := s.must("", "audit", "search", "--type", "ssh.scp", "-o", "json"); !strings.Contains(out, "scp -t /tmp/vigil-blob") {
+		t.Errorf("legacy scp command not audited: %s", out)
+	}
+
+	// The session list and the end events carry bytes and exit status.
+	sessions := s.must("", "sessions", "ls", "-o", "json")
+	if !strings.Contains(sessions, `"exit_status": 3`) || !strings.Contains(sessions, `"state": "ended"`) {
+		t.Fatalf("sessions: %s", sessions)
+	}
+	ends := s.must("", "audit", "search", "--type", "session.end", "-o", "json")
+	if !strings.Contains(ends, `"recording_sha256"`) {
+		t.Fatalf("session.end lacks the recording digest: %s", ends)
+	}
+
+	// The targets' secrets appear in no API output, log or recording.
+	secrets := []string{f.sshd.Password, string(pemBody(f.sshd.ClientKey))}
+	haystacks := map[string]string{
+		"target ls":  s.must("", "target", "ls", "-o", "json"),
+		"audit":      s.must("", "audit", "search", "-o", "json", "--limit", "10000"),
+		"sessions":   sessions,
+		"server log": s.logs(),
+		"recordings": allRecordings(t, s),
+	}
+	for where, text := range haystacks {
+		for _, secret := range secrets {
+			if strings.Contains(text, secret) {
+				t.Errorf("a target secret appears in %s", where)
+			}
+		}
+	}
+}
+
+// pemBody returns the base64 body of the key's first PEM block line.
+func pemBody(key []byte) []byte {
+	block, _ := pem.Decode(key)
+	if block == nil {
+		return key
+	}
+	return []byte(strings.Split(string(pem.EncodeToMemory(block)), "\n")[1])
+}
+
+// allRecordings concatenates every recording exported through the CLI.
+func allRecordings(t *testing.T, s *server) string {
+	var all strings.Builder
+	out := s.must("", "sessions", "ls")
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+		id := strings.Fields(line)[0]
+		p := filepath.Join(t.TempDir(), "r.cast")
+		if _, _, ok := s.vigil("", "recording", "export", id, "-o", p); ok {
+			b, _ := os.ReadFile(p)
+			all.Write(b)
+		}
+	}
+	return all.String()
+}
+
+// terminal drives an interactive ssh -tt session: it writes keystrokes
+// and waits for output, with a generous deadline (not a timing assertion).
+type terminal struct {
+	t   *testing.T
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	// mu guards out.
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+}
+
+func startTerminal(t *testing.T, cmd *exec.Cmd) *terminal {
+	t.Helper()
+	term := &terminal{t: t, cmd: cmd, done: make(chan struct{})}
+	term.in, _ = cmd.StdinPipe()
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := pr.Read(buf)
+			term.mu.Lock()
+			term.out.Write(buf[:n])
+			term.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	go func() { cmd.Wait(); pw.Close(); close(term.done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-term.done })
+	return term
+}
+
+func (term *terminal) output() string {
+	term.mu.Lock()
+	defer term.mu.Unlock()
+	return term.out.String()
+}
+
+func (term *terminal) waitFor(s string) {
+	term.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(term.output(), s) {
+		if time.Now().After(deadline) {
+			term.t.Fatalf("terminal never showed %q; got %q", s, term.output())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (term *terminal) send(s string) {
+	term.t.Helper()
+	if _, err := io.WriteString(term.in, s); err != nil {
+		term.t.Fatal(err)
+	}
+}
+
+func (term *terminal) wait() int {
+	select {
+	case <-term.done:
+	case <-time.After(60 * time.Second):
+		term.t.Fatal("ssh did not exit")
+	}
+	return term.cmd.ProcessState.ExitCode()
+}
+
+func TestSSHGatewayInteractiveMasksSecrets(t *testing.T) {
+	f := newGatewayFixture(t, "")
+	tok := f.token(t, "--grant", "web1:root:shell")
+	term := startTerminal(t, f.s.sshCmd(tok, "ssh", "-tt", "root@web1@127.0.0.1"))
+	// Each wait is for text only the remote side can print (the terminal
+	// echoes what is typed, so a wait for typed text would pass early).
+	term.send("export PS1='vi''gil$ '\r")
+	term.waitFor("vigil$ ")
+	term.send("read -s -p 'Sec''ret: ' SECRET\r")
+	term.waitFor("Secret: ")
+	term.send("hunter2-topsecret\r")
+	term.send("echo len=$((${#SECRET}+1000))\r")
+	term.waitFor("len=1017")
+	term.send("exit 7\r")
+	if code := term.wait(); code != 7 {
+		t.Fatalf("exit status %d, want 7", code)
+	}
+	cast := f.recording(t, f.lastSession(t))
+	if strings.Contains(cast, "hunter2") || strings.Contains(cast, "topsecret") {
+		t.Fatalf("the secret typed at read -s is in the recording:\n%s", cast)
+	}
+	for _, want := range []string{`"*****************\r"`, "echo len=$((${#SECRET}+1000))", "len=1017", `"shell"`} {
+		if !strings.Contains(cast, want) {
+			t.Errorf("recording lacks %s:\n%s", want, cast)
+		}
+	}
+}
+
+// TestSSHGatewayDenials covers every refusal: the client sees only
+// "Permission denied", the audit log has the reason.
+func TestSSHGatewayDenials(t *testing.T) {
+	f := newGatewayFixture(t, "token:\n  clock_skew: 0s\n")
+	s := f.s
+	good := f.token(t, "--grant", "web1:root:exec", "--grant", "ghost:root:exec", "--grant", "web2:"+sshdtest.User+":exec")
+	revoked := f.token(t, "--grant", "web1:root:exec")
+	s.must("", "token", "revoke", jti(t, s, revoked))
+	elsewhere := f.token(t, "--grant", "web1:root:exec", "--src", "10.0.0.0/8")
+	short := f.token(t, "--grant", "web1:root:exec", "--ttl", "1s")
+	time.Sleep(1500 * time.Millisecond) // let the 1 s token expire (no skew allowed)
+	tests := []struct{ name, tok, user, reason string }{
+		{"garbage token", "not-a-token", "root@web1", "token_malformed"},
+		{"revoked", revoked, "root@web1", "token_revoked"},
+		{"expired", short, "root@web1", "token_expired"},
+		{"wrong source", elsewhere, "root@web1", "token_source_not_allowed"},
+		{"no grant for target", good, "root@web3", "no_grant"},
+		{"wrong login", good, "admin@web1", "no_grant"},
+		{"unknown target", good, "root@ghost", "unknown_target"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, errOut, code := run(t, s.sshCmd(tc.tok, "ssh", tc.user+"@127.0.0.1", "true"), "")
+			if code != 255 || !strings.Contains(errOut, "Permission denied") {
+				t.Fatalf("got code %d, stderr %q; want a plain permission denied", code, errOut)
+			}
+			if strings.Contains(errOut, tc.reason) {
+				t.Fatal("the client was told the reason")
+			}
+		})
+	}
+	auths := s.must("", "audit", "search", "--type", "ssh.auth", "-o", "json", "--limit", "10000")
+	for _, tc := range tests {
+		if !strings.Contains(auths, `"reason": "`+tc.reason+`"`) {
+			t.Errorf("no ssh.auth denial with reason %s", tc.reason)
+		}
+	}
+
+	// Target-side failures reach the user as a clear message.
+	_, otherHost, _ := ed25519.GenerateKey(rand.Reader)
+	otherPub, _ := ssh.NewPublicKey(otherHost.Public())
+	s.must("", "target", "add", "moved", "--ssh", f.sshd.Addr, "--login", "root", "--key-file", f.sshd.ClientKeyFile,
+		"--host-key", strings.TrimSpace(string(ssh.MarshalAuthorizedKey(otherPub))))
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := ln.Addr().String()
+	ln.Close()
+	s.must("", "target", "add", "down", "--ssh", deadAddr, "--login", "root", "--key-file", f.sshd.ClientKeyFile, "--host-key", f.sshd.HostKey)
+	strangerKey := filepath.Join(t.TempDir(), "stranger")
+	exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", strangerKey).Run()
+	s.must("", "target", "add", "stranger", "--ssh", f.sshd.Addr, "--login", "root", "--key-file", strangerKey, "--host-key", f.sshd.HostKey)
+	tok := f.token(t, "--grant", "moved:root:exec", "--grant", "down:root:exec", "--grant", "stranger:root:exec")
+	for target, want := range map[string]string{
+		"moved":    "the host key of moved has changed",
+		"down":     "cannot reach down",
+		"stranger": "stranger refused Vigil's credential for root",
+	} {
+		_, errOut, code := run(t, s.sshCmd(tok, "ssh", "root@"+target+"@127.0.0.1", "true"), "")
+		if code != 255 || !strings.Contains(errOut, want) {
+			t.Errorf("%s: code %d stderr %q, want %q", target, code, errOut, want)
+		}
+	}
+	if out := s.must("", "audit", "search", "--type", "target.host_key_mismatch"); !strings.Contains(out, "moved") {
+		t.Error("host key change not audited")
+	}
+}
+
+// TestSSHGatewayTokenExpiresMidSession: a session never outlives its token.
+func TestSSHGatewayTokenExpiresMidSession(t *testing.T) {
+	f := newGatewayFixture(t, "token:\n  clock_skew: 0s\nssh:\n  expiry_warning: 2s\n")
+	tok := f.token(t, "--grant", "web1:root:exec", "--ttl", "4s")
+	out, errOut, code := run(t, f.s.sshCmd(tok, "ssh", "root@web1@127.0.0.1", "sleep 60; echo finished"), "")
+	if strings.Contains(out, "finished") || code == 0 {
+		t.Fatalf("the session outlived its token: %q %d", out, code)
+	}
+	for _, want := range []string{"[vigil] your token expires at", "[vigil] session ended: the token expired"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr %q lacks %q", errOut, want)
+		}
+	}
+	if out := f.s.must("", "audit", "search", "--type", "session.end", "-o", "json"); !strings.Contains(out, "the token expired") {
+		t.Errorf("session.end does not say the token expired: %s", out)
+	}
+}

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/vigil-pam/vigil/internal/api"
+	"github.com/vigil-pam/vigil/internal/recording"
+	"github.com/vigil-pam/vigil/internal/session"
+	"github.com/vigil-pam/vigil/internal/vault"
+)
+
+func newTargetCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "target", Short: "Manage targets: servers and databases reached through Vigil"}
+	var in api.TargetRequest
+	var keyFile, passwordEnv string
+	var labels []string
+	add := &cobra.Command{
+		Use:   "add NAME (--ssh HOST:PORT | --pg HOST:PORT --database DB) --login LOGIN (--key-file F | --password-env VAR)",
+		Short: "Add a target with the credential Vigil logs in with",
+		Long: `Add a target. The credential (an unencrypted private key file, or a password
+read from the named environment variable) is sent to Vigil once, sealed under
+the master key, and never shown again by any command or API.
+
+The SSH host key is pinned now: give it with --host-key (an authorized_keys or
+known_hosts line), or Vigil fetches the key the target presents and pins it
+(trust on first use, recorded in the audit log). Every later connection
+checks it.`,
+		Example: `  vigil target add web1 --ssh 10.0.0.5:22 --login root --key-file ./web1_id_ed25519 --label env=prod
+  DBPASS=... vigil target add db1 --pg 10.0.0.6:5432 --database app --login app --password-env DBPASS`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			in.Name = args[0]
+			switch {
+			case keyFile != "" && passwordEnv != "":
+				return errors.New("give --key-file or --password-env, not both")
+			case keyFile != "":
+				b, err := os.ReadFile(keyFile)
+				if err != nil {
+					return fmt.Errorf("key file: %w", err)
+				}
+				in.Key = string(b)
+			case passwordEnv != "":
+				v, ok := os.LookupEnv(passwordEnv)
+				if !ok || v == "" {
+					return fmt.Errorf("environment variable %s is not set", passwordEnv)
+				}
+				in.Password = v
+			default:
+				return errors.New("give --key-file or --password-env")
+			}
+			in.Labels = map[string]string{}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("--label %q: want KEY=VALUE", l)
+				}
+				in.Labels[k] = v
+			}
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			var t vault.Target
+			if err := c.call(cmd.Context(), "POST", "/api/v1/targets", in, &t); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s %s as %s)", t.Name, t.Kind, t.Addr, t.Login)
+			if t.HostKeyFingerprint != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "; host key %s pinned", t.HostKeyFingerprint)
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
+			return nil
+		},
+	}
+	add.Flags().StringVar(&in.SSH, "ssh", "", "SSH target HOST:PORT")
+	add.Flags().StringVar(&in.PG, "pg", "", "PostgreSQL target HOST:PORT")
+	add.Flags().StringVar(&in.Database, "database", "", "database name (pg)")
+	add.Flags().StringVar(&in.Login, "login", "", "login Vigil uses on the target")
+	add.Flags().StringVar(&keyFile, "key-file", "", "unencrypted private key file for the login")
+	add.Flags().StringVar(&passwordEnv, "password-env", "", "environment variable holding the login's password")
+	add.Flags().StringVar(&in.HostKey, "host-key", "", "SSH host key to pin (default: trust on first use)")
+	add.Flags().StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
+	add.Flags().BoolVar(&in.FailOpen, "fail-open", false, "let sessions continue unrecorded if their recording fails (default: end them)")
+	add.MarkFlagRequired("login")
+
+	ls := &cobra.Command{Use: "ls", Short: "List targets", Args: cobra.NoArgs}
+	out := outputFlag(ls)
+	ls.RunE = func(cmd *cobra.Command, _ []string) error {
+		return list(cmd, *out, "/api/v1/targets", func(resp struct{ Targets []vault.Target }) ([]string, [][]string) {
+			var rows [][]string
+			for _, t := range resp.Targets {
+				var ls []string
+				for k, v := range t.Labels {
+					ls = append(ls, k+"="+v)
+				}
+				rows = append(rows, []string{t.Name, t.Kind, t.Addr, t.Login, t.Auth, orDash(t.HostKeyFingerprint), orDash(strings.Join(ls, ","))})
+			}
+			return []string{"NAME", "KIND", "ADDR", "LOGIN", "AUTH", "HOST KEY", "LABELS"}, rows
+		})
+	}
+	rm := &cobra.Command{
+		Use:   "rm NAME",
+		Short: "Remove a target and its credential",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			if err := c.call(cmd.Context(), "DELETE", "/api/v1/targets/"+url.PathEscape(args[0]), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(add, ls, rm)
+	return cmd
+}
+
+func newSessionsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "sessions", Short: "List sessions"}
+	var active bool
+	ls := &cobra.Command{Use: "ls", Short: "List sessions, newest first", Args: cobra.NoArgs}
+	out := outputFlag(ls)
+	ls.Flags().BoolVar(&active, "active", false, "only live sessions")
+	ls.RunE = func(cmd *cobra.Command, _ []string) error {
+		path := "/api/v1/sessions"
+		if active {
+			path += "?state=active"
+		}
+		return list(cmd, *out, path, func(resp struct{ Sessions []session.Session }) ([]string, [][]string) {
+			var rows [][]string
+			for _, s := range resp.Sessions {
+				dur := "-"
+				if !s.EndedAt.IsZero() {
+					dur = s.EndedAt.Sub(s.StartedAt).Round(time.Second).String()
+				}
+				rows = append(rows, []string{s.ID, s.User, s.Login + "@" + s.Target, s.Source, fmtTime(s.StartedAt), dur, s.State,
+					fmt.Sprint(s.ExitStatus), fmt.Sprint(s.BytesUp), fmt.Sprint(s.BytesDown), orDash(s.EndReason)})
+			}
+			return []string{"ID", "USER", "LOGIN@TARGET", "SOURCE", "STARTED", "DURATION", "STATE", "EXIT", "BYTES UP", "BYTES DOWN", "END"}, rows
+		})
+	}
+	cmd.AddCommand(ls)
+	return cmd
+}
+
+// fetchRecording downloads a session's recording as plain asciicast.
+func fetchRecording(ctx context.Context, id string) (io.ReadCloser, error) {
+	c, err := newClient()
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", c.addr+"/api/v1/sessions/"+url.PathEscape(id)+"/recording", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	// Recordings can be large: no overall timeout, the context rules.
+	resp, err := (&http.Client{}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach vigil at %s: %w", c.addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, c.errorFrom(resp)
+	}
+	return resp.Body, nil
+}
+
+func newPlayCmd() *cobra.Command {
+	var speed float64
+	var maxIdle time.Duration
+	cmd := &cobra.Command{
+		Use:   "play ID [--speed N]",
+		Short: "Play a session's recording in this terminal",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if speed <= 0 {
+				return errors.New("--speed must be positive")
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			defer stop()
+			body, err := fetchRecording(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			defer body.Close()
+			return recording.Play(ctx, body, cmd.OutOrStdout(), speed, maxIdle)
+		},
+	}
+	cmd.Flags().Float64Var(&speed, "speed", 1, "playback speed factor")
+	cmd.Flags().DurationVar(&maxIdle, "max-idle", 2*time.Second, "longest pause between events (0: as recorded)")
+	return cmd
+}
+
+func newRecordingCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "recording", Short: "Export recordings"}
+	var out string
+	export := &cobra.Command{
+		Use:   "export ID -o FILE.cast",
+		Short: "Save a session's recording as an asciicast v2 file (plays in asciinema)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body, err := fetchRecording(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			defer body.Close()
+			w := cmd.OutOrStdout()
+			if out != "-" {
+				f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				w = f
+			}
+			if _, err := io.Copy(w, body); err != nil {
+				return fmt.Errorf("export: %w", err)
+			}
+			return nil
+		},
+	}
+	export.Flags().StringVarP(&out, "output", "o", "", "file to write (- for stdout)")
+	export.MarkFlagRequired("output")
+	cmd.AddCommand(export)
+	return cmd
+}
+
+// askpassEnv marks a run of this binary as ssh's SSH_ASKPASS helper.
+const askpassEnv = "VIGIL_ASKPASS"
+
+func newSSHCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ssh [LOGIN@]TARGET [-- COMMAND...]",
+		Short: "Open an SSH session to TARGET through Vigil with your token",
+		Long: `Run the system's ssh client against Vigil's SSH gateway (VIGIL_SSH_ADDR,
+default 127.0.0.1:2222), answering the password prompt with VIGIL_TOKEN (or the
+admin token file) so the token never appears in a process list. Arguments
+after -- are the remote command.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			addr := os.Getenv("VIGIL_SSH_ADDR")
+			if addr == "" {
+				addr = "127.0.0.1:2222"
+			}
+			host, port, ok := strings.Cut(addr, ":")
+			if !ok {
+				return fmt.Errorf("VIGIL_SSH_ADDR %q: want HOST:PORT", addr)
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			sshArgs := []string{"-p", port, "-o", "PreferredAuthentications=keyboard-interactive,password",
+				"-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1", args[0] + "@" + host}
+			sshArgs = append(sshArgs, args[1:]...)
+			ssh := exec.CommandContext(cmd.Context(), "ssh", sshArgs...)
+			ssh.Stdin, ssh.Stdout, ssh.Stderr = os.Stdin, cmd.OutOrStdout(), cmd.ErrOrStderr()
+			ssh.Env = append(os.Environ(), "SSH_ASKPASS="+self, "SSH_ASKPASS_REQUIRE=force", askpassEnv+"=1", "VIGIL_TOKEN="+c.token)
+			err = ssh.Run()
+			var exit *exec.ExitError
+			if errors.As(err, &exit) {
+				os.Exit(exit.ExitCode())
+			}
+			return err
+		},
+	}
+	return cmd
+}
