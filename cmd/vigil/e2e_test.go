@@ -30,6 +30,11 @@ import (
 // vigilBin is the binary under test, built once by TestMain.
 var vigilBin string
 
+// buildFlags are passed to go build; under `go test -race` the binary is
+// built with the race detector too, so the real gateway is checked under
+// real traffic.
+var buildFlags []string
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "vigil-e2e-")
 	if err != nil {
@@ -38,7 +43,7 @@ func TestMain(m *testing.M) {
 	// Traversable by others, so a test can run the binary unprivileged.
 	os.Chmod(dir, 0o755)
 	vigilBin = filepath.Join(dir, "vigil")
-	if out, err := exec.Command("go", "build", "-o", vigilBin, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", append(append([]string{"build"}, buildFlags...), "-o", vigilBin, ".")...).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build vigil: %v\n%s", err, out)
 		os.Exit(1)
 	}

@@ -55,6 +55,10 @@ func (c *conn) handleSession(nc ssh.NewChannel) {
 	c.mu.Lock()
 	c.chans[ch] = struct{}{}
 	c.mu.Unlock()
+	if msg := c.expiryWarning.Load(); msg != nil {
+		// The warning was due before this channel opened.
+		go c.notifyChannels(*msg, []*channel{ch})
+	}
 	defer func() {
 		c.mu.Lock()
 		delete(c.chans, ch)

@@ -58,6 +58,9 @@ type conn struct {
 
 	ended    atomic.Pointer[Ended]
 	termOnce sync.Once
+	// expiryWarning is the warning once it is due, for channels opened
+	// after it was sent.
+	expiryWarning atomic.Pointer[string]
 }
 
 func newConn(ctx context.Context, s *Server, sc *ssh.ServerConn, info *authResult) *conn {
@@ -262,7 +265,9 @@ func (c *conn) watch() {
 	now := c.s.cfg.Now()
 	warnAt := exp.Add(-c.s.cfg.ExpiryWarning)
 	warn := time.AfterFunc(max(warnAt.Sub(now), 0), func() {
-		c.notify(fmt.Sprintf("your token expires at %s; this session will end then", exp.UTC().Format(time.RFC3339)))
+		msg := fmt.Sprintf("your token expires at %s; this session will end then", exp.UTC().Format(time.RFC3339))
+		c.expiryWarning.Store(&msg)
+		c.notify(msg)
 	})
 	defer warn.Stop()
 	expire := time.AfterFunc(max(exp.Sub(now), 0), func() {
@@ -322,12 +327,22 @@ func (c *conn) recordingFailed(err error) {
 
 // notify writes a message to the stderr of every open session channel.
 func (c *conn) notify(msg string) {
+	c.notifyChannels(msg, c.openChannels())
+}
+
+func (c *conn) openChannels() []*channel {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	chans := make([]*channel, 0, len(c.chans))
 	for ch := range c.chans {
 		chans = append(chans, ch)
 	}
-	c.mu.Unlock()
+	return chans
+}
+
+// notifyChannels writes msg to the stderr of chans, waiting at most
+// notifyTimeout for a client that does not read.
+func (c *conn) notifyChannels(msg string, chans []*channel) {
 	var wg sync.WaitGroup
 	for _, ch := range chans {
 		wg.Add(1)
