@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs on a fresh Debian machine, and nothing
-# that is already there: a C compiler for the race detector, and the real
-# OpenSSH server and clients the SSH gateway is tested against.
+# that is already there: a C compiler for the race detector, the real
+# OpenSSH server and clients the SSH gateway is tested against, tmux and
+# asciinema.
 set -euo pipefail
 
 if ! command -v go >/dev/null 2>&1; then
@@ -15,6 +16,10 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 for c in ssh scp sftp ssh-keygen; do
   command -v "$c" >/dev/null 2>&1 || { missing+=(openssh-client); break; }
 done
+# tmux gives the real ssh client a real terminal to resize; asciinema
+# checks that exported recordings play.
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+command -v asciinema >/dev/null 2>&1 || missing+=(asciinema)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

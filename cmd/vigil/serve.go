@@ -228,7 +228,8 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		return err
 	}
 	gw, err := sshgw.New(sshgw.Config{HostKey: hostKey, Verifier: verifier, Vault: vlt, Grants: grants, Sessions: sessions,
-		Audit: auditLog, RecordingsDir: recDir, Log: log, IdleTimeout: cfg.SSH.IdleTimeout, Keepalive: cfg.SSH.Keepalive,
+		Audit: auditLog, RecordingsDir: recDir, Log: log, HandshakeTimeout: cfg.SSH.HandshakeTimeout,
+		IdleTimeout: cfg.SSH.IdleTimeout, Keepalive: cfg.SSH.Keepalive,
 		ExpiryWarning: cfg.SSH.ExpiryWarning, EnvAllow: cfg.SSH.EnvAllow})
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -113,6 +115,8 @@ func (f *gatewayFixture) recording(t *testing.T, id string) string {
 func TestSSHGatewayExecAndTransfers(t *testing.T) {
 	f := newGatewayFixture(t, "")
 	s := f.s
+	baseline := s.goroutines(t)
+	defer s.checkNoLeak(t, baseline)
 	tok := f.token(t, "--grant", "web1:root:shell,exec,sftp", "--grant", "web2:"+sshdtest.User+":exec")
 
 	// exec: stdout, stderr and exit status pass through unchanged.
@@ -346,6 +350,8 @@ func TestSSHGatewayInteractiveMasksSecrets(t *testing.T) {
 func TestSSHGatewayDenials(t *testing.T) {
 	f := newGatewayFixture(t, "token:\n  clock_skew: 0s\n")
 	s := f.s
+	baseline := s.goroutines(t)
+	defer s.checkNoLeak(t, baseline)
 	good := f.token(t, "--grant", "web1:root:exec", "--grant", "ghost:root:exec", "--grant", "web2:"+sshdtest.User+":exec")
 	revoked := f.token(t, "--grant", "web1:root:exec")
 	s.must("", "token", "revoke", jti(t, s, revoked))
@@ -424,3 +430,197 @@ func TestSSHGatewayTokenExpiresMidSession(t *testing.T) {
 		t.Errorf("session.end does not say the token expired: %s", out)
 	}
 }
+
+// goroutines reads the server's go_goroutines metric.
+func (s *server) goroutines(t *testing.T) int {
+	t.Helper()
+	_, body := s.get("", "/metrics")
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "go_goroutines ") {
+			var n int
+			fmt.Sscan(strings.TrimPrefix(line, "go_goroutines "), &n)
+			return n
+		}
+	}
+	t.Fatal("no go_goroutines metric")
+	return 0
+}
+
+// checkNoLeak waits (bounded) for the server's goroutines to come back to
+// about baseline after its sessions ended.
+func (s *server) checkNoLeak(t *testing.T, baseline int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n := s.goroutines(t)
+		if n <= baseline+3 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines: %d after the sessions ended, %d before them", n, baseline)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestSSHGatewayBadInput: garbage instead of SSH and a client that stalls
+// mid-handshake are closed and audited; nothing leaks.
+func TestSSHGatewayBadInput(t *testing.T) {
+	f := newGatewayFixture(t, "ssh:\n  handshake_timeout: 1s\n")
+	s := f.s
+	baseline := s.goroutines(t)
+	for _, send := range []string{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "SSH-2.0-OpenSSH\r\n" + strings.Repeat("\x00\xff", 40000), ""} {
+		c, err := net.Dial("tcp", s.sshAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte(send))
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err = io.Copy(io.Discard, c) // returns when the gateway closes
+		c.Close()
+		// Closing with our garbage unread makes the kernel send a reset.
+		if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("the gateway did not close a bad connection (%q...): %v", send[:min(len(send), 10)], err)
+		}
+	}
+	if out := s.must("", "audit", "search", "--type", "ssh.handshake_failed"); strings.Count(out, "ssh.handshake_failed") < 3 {
+		t.Fatalf("bad connections not audited: %s", out)
+	}
+	// The gateway still serves after all that.
+	tok := f.token(t, "--grant", "web1:root:exec")
+	if out, _, _ := run(t, s.sshCmd(tok, "ssh", "root@web1@127.0.0.1", "echo alive"), ""); out != "alive\n" {
+		t.Fatalf("after bad input: %q", out)
+	}
+	s.checkNoLeak(t, baseline)
+}
+
+// mountTiny mounts a 1 MiB tmpfs: a disk that fills.
+func mountTiny(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "tiny")
+	os.Mkdir(dir, 0o700)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs (needs root): %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
+// TestSSHGatewayRecordingFailures: a recording that fails mid-session ends
+// the session with a visible message (fail closed), or lets it go on
+// unrecorded where the target says fail open; a recording that cannot be
+// opened refuses the session. All audited.
+func TestSSHGatewayRecordingFailures(t *testing.T) {
+	tiny := mountTiny(t)
+	f := newGatewayFixture(t, "recordings: file://"+tiny+"\n")
+	s := f.s
+	s.must("", "target", "add", "lenient", "--ssh", f.sshd.Addr, "--login", "root", "--key-file", f.sshd.ClientKeyFile,
+		"--host-key", f.sshd.HostKey, "--fail-open")
+	tok := f.token(t, "--grant", "web1:root:exec", "--grant", "lenient:root:exec")
+	// ~27 MB of incompressible text: far more than the 1 MiB disk.
+	flood := "head -c 20000000 /dev/urandom | base64; echo done"
+
+	out, errOut, code := run(t, s.sshCmd(tok, "ssh", "root@lenient@127.0.0.1", flood), "")
+	if code != 0 || !strings.HasSuffix(out, "done\n") || !strings.Contains(errOut, "continues UNRECORDED") {
+		t.Fatalf("fail-open target: code %d, ends %q, stderr %q", code, out[max(0, len(out)-10):], errOut)
+	}
+	// The disk is full now: the next session cannot even open a recording.
+	out, errOut, code = run(t, s.sshCmd(tok, "ssh", "root@web1@127.0.0.1", "echo should-not-run"), "")
+	if code != 255 || strings.Contains(out, "should-not-run") || !strings.Contains(errOut, "cannot be recorded, so it is refused") {
+		t.Fatalf("recording cannot open: code %d out %q stderr %q", code, out, errOut)
+	}
+	// Free the disk; a session that fills it is ended, visibly.
+	for _, e := range must(os.ReadDir(tiny)) {
+		os.Remove(filepath.Join(tiny, e.Name()))
+	}
+	out, errOut, code = run(t, s.sshCmd(tok, "ssh", "root@web1@127.0.0.1", flood), "")
+	if code == 0 || strings.HasSuffix(out, "done\n") || !strings.Contains(errOut, "[vigil] session ended: the recording failed") {
+		t.Fatalf("fail-closed target: code %d, stderr %q", code, errOut)
+	}
+	events := s.must("", "audit", "search", "--type", "recording.failed", "-o", "json")
+	for _, want := range []string{`"policy": "fail_open"`, `"phase": "open"`, `"policy": "fail_closed"`} {
+		if !strings.Contains(events, want) {
+			t.Errorf("recording.failed events lack %s", want)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// TestSSHGatewayWindowChangeAndPlayback: the real ssh client in a real
+// terminal (tmux) is resized; the resize reaches the target and the
+// recording, and the exported recording plays in asciinema.
+func TestSSHGatewayWindowChangeAndPlayback(t *testing.T) {
+	f := newGatewayFixture(t, "")
+	tok := f.token(t, "--grant", "web1:root:shell")
+	sock := "vigil-" + filepath.Base(t.TempDir())
+	tmux := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("tmux", append([]string{"-L", sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %v: %v %s", args, err, out)
+		}
+		return string(out)
+	}
+	cmd := f.s.sshCmd(tok, "ssh", "-tt", "root@web1@127.0.0.1")
+	var line []string
+	for _, e := range cmd.Env[len(os.Environ()):] {
+		line = append(line, shellQuote(e))
+	}
+	line = append([]string{"env"}, line...)
+	for _, a := range cmd.Args {
+		line = append(line, shellQuote(a))
+	}
+	tmux("new-session", "-d", "-s", "w", "-x", "80", "-y", "24", strings.Join(line, " "))
+	t.Cleanup(func() { exec.Command("tmux", "-L", sock, "kill-server").Run() })
+	screen := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(tmux("capture-pane", "-p", "-t", "w"), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("screen never showed %q:\n%s\nserver log:\n%s", want, tmux("capture-pane", "-p", "-t", "w"), f.s.logs())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	tmux("send-keys", "-t", "w", "export PS1='vi''gil$ '", "Enter")
+	screen("vigil$") // capture-pane trims trailing spaces
+	tmux("resize-window", "-t", "w", "-x", "100", "-y", "30")
+	tmux("send-keys", "-t", "w", "echo size=$(stty size | tr ' ' x)", "Enter")
+	screen("size=30x100")
+	tmux("send-keys", "-t", "w", "exit", "Enter")
+	id := ""
+	deadline := time.Now().Add(30 * time.Second)
+	for id == "" {
+		if out := f.s.must("", "sessions", "ls", "-o", "json"); strings.Contains(out, `"state": "ended"`) {
+			id = f.lastSession(t)
+		} else if time.Now().After(deadline) {
+			t.Fatal("the session did not end")
+		} else {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	cast := f.recording(t, id)
+	for _, want := range []string{`"r", "80x24"`, `"r", "100x30"`, "size=30x100"} {
+		if !strings.Contains(cast, want) {
+			t.Errorf("recording lacks %s", want)
+		}
+	}
+	p := filepath.Join(t.TempDir(), "s.cast")
+	os.WriteFile(p, []byte(cast), 0o600)
+	// asciinema wants a terminal; script(1) gives it one.
+	if out, err := exec.Command("script", "-qec", "asciinema cat "+p, "/dev/null").CombinedOutput(); err != nil || !strings.Contains(string(out), "size=30x100") {
+		t.Fatalf("asciinema cat: %v\n%s\n%s", err, out, cast[:min(len(cast), 600)])
+	}
+	// vigil play renders the same output in this terminal.
+	if out := f.s.must("", "play", id, "--speed", "1000"); !strings.Contains(out, "size=30x100") {
+		t.Fatalf("vigil play: %q", out)
+	}
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

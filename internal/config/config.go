@@ -44,6 +44,8 @@ type Config struct {
 
 // SSH tunes the SSH gateway; zero values take the gateway's defaults.
 type SSH struct {
+	// HandshakeTimeout bounds the SSH handshake and login (default 20s).
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// IdleTimeout ends sessions without traffic (default 30m).
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// Keepalive probes both legs this often (default 30s).
@@ -158,7 +160,7 @@ func (c *Config) Validate() error {
 	if _, err := c.RecordingsDir(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.SSH.IdleTimeout < 0 || c.SSH.Keepalive < 0 || c.SSH.ExpiryWarning < 0 {
+	if c.SSH.IdleTimeout < 0 || c.SSH.Keepalive < 0 || c.SSH.ExpiryWarning < 0 || c.SSH.HandshakeTimeout < 0 {
 		errs = append(errs, errors.New("ssh durations must not be negative"))
 	}
 	switch c.LogLevel {

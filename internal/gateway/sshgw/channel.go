@@ -51,7 +51,10 @@ func (c *conn) handleSession(nc ssh.NewChannel) {
 		up.Close()
 		return
 	}
-	ch := &channel{c: c, client: client, up: up}
+	// Input is masked unless echoed from the first byte: keystrokes can
+	// arrive before the pty request is handled. A channel that turns out
+	// not to be a terminal (exec, sftp without a pty) drops the masker.
+	ch := &channel{c: c, client: client, up: up, keys: recording.NewKeystrokes(c.rec)}
 	c.mu.Lock()
 	c.chans[ch] = struct{}{}
 	c.mu.Unlock()
@@ -249,7 +252,6 @@ func (ch *channel) request(r *ssh.Request) {
 		if ch.forward(r) {
 			ch.mu.Lock()
 			ch.pty = true
-			ch.keys = recording.NewKeystrokes(c.rec)
 			ch.mu.Unlock()
 			c.rec.Resize(now, int(p.Cols), int(p.Rows))
 		}
@@ -328,6 +330,11 @@ func (ch *channel) start(kind, what string, r *ssh.Request) {
 	ch.kind = kind
 	if kind == kindSFTP {
 		ch.sftp = newSFTPLog(c)
+	}
+	if !ch.pty && ch.keys != nil {
+		// Not a terminal: input is data, recorded as sent.
+		ch.keys.Close()
+		ch.keys = nil
 	}
 	ch.mu.Unlock()
 	if c.recording.Load() {
