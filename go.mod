@@ -3,6 +3,7 @@ module github.com/vigil-pam/vigil
 go 1.26.8
 
 require (
+	github.com/klauspost/compress v1.20.1
 	github.com/lestrrat-go/jwx/v3 v3.3.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/spf13/cobra v1.10.2

@@ -54,7 +54,7 @@ func TestMain(m *testing.M) {
 
 // server is a running `vigil serve`.
 type server struct {
-	t    *testing.T
+	t    testing.TB
 	data string
 	addr string
 	// sshAddr is the SSH gateway's address.
@@ -73,12 +73,12 @@ var servingRE = regexp.MustCompile(`msg="vigil serving" http=(\S+) ssh=(\S+)`)
 
 // startServer runs vigil serve on a free loopback port and waits until it
 // serves (or fails, returning its error output).
-func startServer(t *testing.T, data string, env []string, args ...string) (*server, error) {
+func startServer(t testing.TB, data string, env []string, args ...string) (*server, error) {
 	return startServerAs(t, nil, data, env, args...)
 }
 
 // startServerAs is startServer under other credentials (nil: ours).
-func startServerAs(t *testing.T, cred *syscall.Credential, data string, env []string, args ...string) (*server, error) {
+func startServerAs(t testing.TB, cred *syscall.Credential, data string, env []string, args ...string) (*server, error) {
 	t.Helper()
 	s := &server{t: t, data: data, done: make(chan error, 1)}
 	s.cmd = exec.Command(vigilBin, append([]string{"serve", "--http-addr", "127.0.0.1:0", "--ssh-addr", "127.0.0.1:0", "--data", data}, args...)...)
@@ -204,7 +204,7 @@ func (s *server) get(tok, path string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-func jti(t *testing.T, s *server, tok string) string {
+func jti(t testing.TB, s *server, tok string) string {
 	t.Helper()
 	var v struct{ Claims struct{ JTI string } }
 	if err := json.Unmarshal([]byte(s.must("", "token", "verify", tok)), &v); err != nil || v.Claims.JTI == "" {

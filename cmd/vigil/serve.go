@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -85,6 +86,19 @@ SIGINT or SIGTERM shuts down gracefully.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if path := os.Getenv("VIGIL_CPUPROFILE"); path != "" {
+				// For performance work: a CPU profile of this run, written
+				// at shutdown (go tool pprof).
+				f, err := os.Create(path)
+				if err != nil {
+					return fmt.Errorf("VIGIL_CPUPROFILE: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("VIGIL_CPUPROFILE: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			return serve(ctx, cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
@@ -230,7 +244,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	gw, err := sshgw.New(sshgw.Config{HostKey: hostKey, Verifier: verifier, Vault: vlt, Grants: grants, Sessions: sessions,
 		Audit: auditLog, RecordingsDir: recDir, Log: log, HandshakeTimeout: cfg.SSH.HandshakeTimeout,
 		IdleTimeout: cfg.SSH.IdleTimeout, Keepalive: cfg.SSH.Keepalive,
-		ExpiryWarning: cfg.SSH.ExpiryWarning, EnvAllow: cfg.SSH.EnvAllow})
+		ExpiryWarning: cfg.SSH.ExpiryWarning, EnvAllow: cfg.SSH.EnvAllow, Ciphers: cfg.SSH.Ciphers})
 	if err != nil {
 		return err
 	}

@@ -41,7 +41,7 @@ func (s *server) sshCmd(tok, client string, args ...string) *exec.Cmd {
 }
 
 // run runs cmd with stdin and returns stdout, stderr and the exit code.
-func run(t *testing.T, cmd *exec.Cmd, stdin string) (string, string, int) {
+func run(t testing.TB, cmd *exec.Cmd, stdin string) (string, string, int) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdin = strings.NewReader(stdin)
@@ -63,7 +63,7 @@ type gatewayFixture struct {
 	sshd *sshdtest.Server
 }
 
-func newGatewayFixture(t *testing.T, config string) *gatewayFixture {
+func newGatewayFixture(t testing.TB, config string) *gatewayFixture {
 	t.Helper()
 	sshd := sshdtest.Start(t)
 	var args []string
@@ -88,7 +88,7 @@ func newGatewayFixture(t *testing.T, config string) *gatewayFixture {
 	return &gatewayFixture{s: s, sshd: sshd}
 }
 
-func (f *gatewayFixture) token(t *testing.T, args ...string) string {
+func (f *gatewayFixture) token(t testing.TB, args ...string) string {
 	t.Helper()
 	return strings.TrimSpace(f.s.must("", append([]string{"token", "issue", "--user", "alice"}, args...)...))
 }
@@ -432,7 +432,7 @@ func TestSSHGatewayTokenExpiresMidSession(t *testing.T) {
 }
 
 // goroutines reads the server's go_goroutines metric.
-func (s *server) goroutines(t *testing.T) int {
+func (s *server) goroutines(t testing.TB) int {
 	t.Helper()
 	_, body := s.get("", "/metrics")
 	for _, line := range strings.Split(string(body), "\n") {
@@ -466,7 +466,7 @@ func (s *server) checkNoLeak(t *testing.T, baseline int) {
 // TestSSHGatewayBadInput: garbage instead of SSH and a client that stalls
 // mid-handshake are closed and audited; nothing leaks.
 func TestSSHGatewayBadInput(t *testing.T) {
-	f := newGatewayFixture(t, "ssh:\n  handshake_timeout: 1s\n")
+	f := newGatewayFixture(t, "ssh:\n  handshake_timeout: 5s\n") // long enough for a real login under -race
 	s := f.s
 	baseline := s.goroutines(t)
 	for _, send := range []string{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "SSH-2.0-OpenSSH\r\n" + strings.Repeat("\x00\xff", 40000), ""} {

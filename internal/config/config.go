@@ -56,6 +56,9 @@ type SSH struct {
 	// EnvAllow lists environment variables clients may set (default LANG,
 	// LC_*, TZ).
 	EnvAllow []string `yaml:"env_allow"`
+	// Ciphers offered on both legs (default AES-GCM only; add aes128-ctr
+	// for clients older than OpenSSH 6.2 or PuTTY 0.76).
+	Ciphers []string `yaml:"ciphers"`
 }
 
 // Token configures issuing and signing.

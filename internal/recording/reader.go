@@ -2,7 +2,6 @@ package recording
 
 import (
 	"bufio"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
 )
 
 // maxLine bounds one event line when reading (an output chunk is at most

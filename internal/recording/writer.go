@@ -11,8 +11,8 @@ package recording
 
 import (
 	"bufio"
-	"compress/gzip"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/klauspost/compress/gzip"
 )
 
 // Event codes of asciicast v2.
@@ -60,29 +62,53 @@ type Summary struct {
 	Events int64
 }
 
-// Writer streams one recording to a gzip-compressed .cast.gz file. It is
-// safe for concurrent use; every method after a failure returns that
-// failure (the caller decides whether the session may go on).
+// queueDepth bounds the events waiting to be encoded: at most this many
+// relay chunks (32 KiB each) are held in memory; when the encoder falls
+// behind, the session waits (SSH flow control), nothing is dropped.
+const queueDepth = 32
+
+// Writer streams one recording to a gzip-compressed .cast.gz file. Events
+// are copied into a bounded queue and encoded, compressed and written by
+// the writer's own goroutine, so a session's relay and its recording use
+// different cores. It is safe for concurrent use. After a failure every
+// call returns it (the caller decides whether the session may go on);
+// OnFail reports it at once.
 type Writer struct {
 	start time.Time
 	path  string
+	q     chan item
+	done  chan Summary // the encoder's result, once, after q is closed
 
-	// mu guards everything below.
-	mu      sync.Mutex
+	// mu guards carry and closed, and orders events into q.
+	mu     sync.Mutex
+	carry  map[string][]byte // incomplete UTF-8 at the end of the last chunk, per code
+	closed bool
+
+	// errMu guards err and onFail (set by the encoder, read by callers).
+	errMu  sync.Mutex
+	err    error
+	onFail func(error)
+
+	// Owned by the encoder goroutine.
 	f       *os.File
 	counter *countingWriter
+	fileBuf *bufio.Writer // batches gzip's small writes into few syscalls
 	gz      *gzip.Writer
 	buf     *bufio.Writer
 	line    []byte
-	carry   map[string][]byte // incomplete UTF-8 at the end of the last chunk, per code
 	events  int64
 	dirty   bool
-	err     error
-	onFail  func(error)
-	closed  bool
-	stop    chan struct{}
-	stopped chan struct{}
 }
+
+// item is one queued event, or a flush request (ack not nil).
+type item struct {
+	t    time.Time
+	code string
+	data *[]byte
+	ack  chan error
+}
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
 
 type countingWriter struct {
 	w io.Writer
@@ -109,9 +135,10 @@ func Create(dir, id string, hdr Header, start time.Time) (*Writer, error) {
 		return nil, fmt.Errorf("recording: create %s: %w", path, err)
 	}
 	cw := &countingWriter{w: f, h: sha256.New()}
-	gz, _ := gzip.NewWriterLevel(cw, gzip.BestSpeed)
-	w := &Writer{start: start, path: path, f: f, counter: cw, gz: gz, buf: bufio.NewWriterSize(gz, 64<<10),
-		carry: map[string][]byte{}, stop: make(chan struct{}), stopped: make(chan struct{})}
+	fileBuf := bufio.NewWriterSize(cw, 256<<10)
+	gz, _ := gzip.NewWriterLevel(fileBuf, gzip.BestSpeed)
+	w := &Writer{start: start, path: path, f: f, counter: cw, fileBuf: fileBuf, gz: gz, buf: bufio.NewWriterSize(gz, 64<<10),
+		carry: map[string][]byte{}, q: make(chan item, queueDepth), done: make(chan Summary, 1)}
 	hdr.Version = 2
 	if hdr.Timestamp == 0 {
 		hdr.Timestamp = start.Unix()
@@ -120,26 +147,28 @@ func Create(dir, id string, hdr Header, start time.Time) (*Writer, error) {
 	w.buf.Write(b)
 	w.buf.WriteByte('\n')
 	w.dirty = true
-	if err := w.flushLocked(); err != nil {
+	if err := w.flush(); err != nil {
 		f.Close()
 		os.Remove(path)
 		return nil, err
 	}
-	go w.flusher()
+	go w.encode()
 	return w, nil
 }
 
-// OnFail sets a function called once, from any goroutine, when the
+// OnFail sets a function called once, from another goroutine, when the
 // recording first fails (a write, the periodic flush, the disk filling),
 // so the session can end without waiting for its next write.
 func (w *Writer) OnFail(f func(error)) {
-	w.mu.Lock()
+	w.errMu.Lock()
 	w.onFail = f
-	w.mu.Unlock()
+	w.errMu.Unlock()
 }
 
-// failLocked records the first failure and reports it.
-func (w *Writer) failLocked(err error) {
+// fail records the first failure and reports it.
+func (w *Writer) fail(err error) {
+	w.errMu.Lock()
+	defer w.errMu.Unlock()
 	if w.err != nil {
 		return
 	}
@@ -149,36 +178,59 @@ func (w *Writer) failLocked(err error) {
 	}
 }
 
+// Err returns the first failure, if any.
+func (w *Writer) Err() error {
+	w.errMu.Lock()
+	defer w.errMu.Unlock()
+	return w.err
+}
+
 // Path is the file being written.
 func (w *Writer) Path() string { return w.path }
 
-func (w *Writer) flusher() {
-	defer close(w.stopped)
+// encode is the writer's goroutine: it writes queued events, flushes at
+// least every FlushInterval, and finalizes the file when q is closed.
+func (w *Writer) encode() {
 	t := time.NewTicker(FlushInterval)
 	defer t.Stop()
 	for {
 		select {
-		case <-w.stop:
-			return
+		case it, ok := <-w.q:
+			if !ok {
+				w.done <- w.finish()
+				return
+			}
+			if it.ack != nil {
+				var err error
+				if w.Err() == nil && w.dirty {
+					if err = w.flush(); err != nil {
+						w.fail(err)
+					}
+				}
+				it.ack <- w.Err()
+				continue
+			}
+			if w.Err() == nil {
+				w.writeLine(it.t, it.code, *it.data)
+			}
+			*it.data = (*it.data)[:0]
+			chunkPool.Put(it.data)
 		case <-t.C:
-			w.mu.Lock()
-			if w.dirty && w.err == nil {
-				if err := w.flushLocked(); err != nil {
-					w.failLocked(err)
+			if w.dirty && w.Err() == nil {
+				if err := w.flush(); err != nil {
+					w.fail(err)
 				}
 			}
-			w.mu.Unlock()
 		}
 	}
 }
 
-// flushLocked pushes buffered events through gzip to the disk.
-func (w *Writer) flushLocked() error {
-	if err := w.buf.Flush(); err != nil {
-		return fmt.Errorf("recording: write %s: %w", w.path, err)
-	}
-	if err := w.gz.Flush(); err != nil {
-		return fmt.Errorf("recording: write %s: %w", w.path, err)
+// flush pushes buffered events through gzip to the disk.
+func (w *Writer) flush() error {
+	for _, f := range []func() error{w.buf.Flush, w.gz.Flush, w.fileBuf.Flush} {
+		if err := f(); err != nil {
+			return fmt.Errorf("recording: write %s: %w", w.path, err)
+		}
 	}
 	if err := w.f.Sync(); err != nil {
 		return fmt.Errorf("recording: sync %s: %w", w.path, err)
@@ -187,11 +239,17 @@ func (w *Writer) flushLocked() error {
 	return nil
 }
 
-// Err returns the first write failure, if any.
-func (w *Writer) Err() error {
+// Flush waits until every event given so far is on disk (or failed).
+func (w *Writer) Flush() error {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.err
+	if w.closed {
+		w.mu.Unlock()
+		return errors.New("recording: flush after close")
+	}
+	ack := make(chan error, 1)
+	w.q <- item{ack: ack}
+	w.mu.Unlock()
+	return <-ack
 }
 
 // Output records data the session printed.
@@ -210,35 +268,36 @@ func (w *Writer) Marker(t time.Time, label string) error {
 	return w.event(t, CodeMarker, []byte(label))
 }
 
+// event queues one event; it blocks while the queue is full.
 func (w *Writer) event(t time.Time, code string, p []byte) error {
+	if err := w.Err(); err != nil {
+		return err
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.err != nil {
-		return w.err
-	}
 	if w.closed {
 		return errors.New("recording: write after close")
 	}
+	data := chunkPool.Get().(*[]byte)
 	// A multi-byte character split across two chunks is written whole
 	// with the second one.
-	if c := w.carry[code]; len(c) > 0 {
-		p = append(c, p...)
-		w.carry[code] = nil
-	}
+	*data = append(append(*data, w.carry[code]...), p...)
+	w.carry[code] = w.carry[code][:0]
 	if code == CodeOutput || code == CodeInput {
-		if cut := incompleteTail(p); cut > 0 {
-			w.carry[code] = append([]byte(nil), p[len(p)-cut:]...)
-			p = p[:len(p)-cut]
+		if cut := incompleteTail(*data); cut > 0 {
+			w.carry[code] = append(w.carry[code], (*data)[len(*data)-cut:]...)
+			*data = (*data)[:len(*data)-cut]
 		}
 	}
-	if len(p) == 0 {
+	if len(*data) == 0 {
+		chunkPool.Put(data)
 		return nil
 	}
-	w.writeLocked(t, code, p)
-	return w.err
+	w.q <- item{t: t, code: code, data: data}
+	return nil
 }
 
-func (w *Writer) writeLocked(t time.Time, code string, p []byte) {
+func (w *Writer) writeLine(t time.Time, code string, p []byte) {
 	secs := t.Sub(w.start).Seconds()
 	if secs < 0 {
 		secs = 0
@@ -252,7 +311,7 @@ func (w *Writer) writeLocked(t time.Time, code string, p []byte) {
 	line = append(line, "]\n"...)
 	w.line = line
 	if _, err := w.buf.Write(line); err != nil {
-		w.failLocked(fmt.Errorf("recording: write %s: %w", w.path, err))
+		w.fail(fmt.Errorf("recording: write %s: %w", w.path, err))
 		return
 	}
 	w.events++
@@ -283,41 +342,69 @@ func incompleteTail(p []byte) int {
 	return 0
 }
 
-// Close writes what is buffered (and any held partial character), ends
-// the gzip stream, syncs the file and returns the recording's summary.
+// Close writes what is queued and any held partial character, ends the
+// gzip stream, syncs the file and returns the recording's summary.
 func (w *Writer) Close(t time.Time) (Summary, error) {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
 		return Summary{}, errors.New("recording: closed twice")
 	}
-	w.closed = true
 	for _, code := range []string{CodeOutput, CodeInput} {
-		if c := w.carry[code]; len(c) > 0 && w.err == nil {
-			w.writeLocked(t, code, c)
+		if c := w.carry[code]; len(c) > 0 {
+			data := chunkPool.Get().(*[]byte)
+			*data = append(*data, c...)
+			w.q <- item{t: t, code: code, data: data}
 		}
 	}
-	err := w.err
-	if err == nil {
-		err = w.buf.Flush()
+	w.closed = true
+	close(w.q)
+	w.mu.Unlock()
+	sum := <-w.done
+	if err := w.Err(); err != nil {
+		return sum, fmt.Errorf("recording: close %s: %w", w.path, err)
 	}
+	return sum, nil
+}
+
+// finish ends the file; it runs on the encoder goroutine.
+func (w *Writer) finish() Summary {
+	err := w.Err()
 	if err == nil {
-		err = w.gz.Close()
-	}
-	if err == nil {
-		err = w.f.Sync()
+		for _, f := range []func() error{w.buf.Flush, w.gz.Close, w.fileBuf.Flush, w.f.Sync} {
+			if err = f(); err != nil {
+				break
+			}
+		}
 	}
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}
-	sum := Summary{Path: w.path, Digest: hex.EncodeToString(w.counter.h.Sum(nil)), Size: w.counter.n, Events: w.events}
-	w.mu.Unlock()
-	close(w.stop)
-	<-w.stopped
 	if err != nil {
-		return sum, fmt.Errorf("recording: close %s: %w", w.path, err)
+		w.fail(err)
 	}
-	return sum, nil
+	return Summary{Path: w.path, Digest: hex.EncodeToString(w.counter.h.Sum(nil)), Size: w.counter.n, Events: w.events}
+}
+
+// Constants for plainWord's byte-parallel tests.
+const (
+	lo8  = 0x0101010101010101
+	hi8  = 0x8080808080808080
+	sp8  = 0x2020202020202020 // ' '
+	qt8  = 0x2222222222222222 // '"'
+	bs8  = 0x5c5c5c5c5c5c5c5c // '\\'
+	del8 = 0x7f7f7f7f7f7f7f7f
+)
+
+// hasZeroByte reports whether any byte of x is zero.
+func hasZeroByte(x uint64) bool { return (x-lo8)&^x&hi8 != 0 }
+
+// plainWord reports whether all 8 bytes of w are printable ASCII other
+// than '"' and '\\', so they go into a JSON string as they are.
+func plainWord(w uint64) bool {
+	return w&hi8 == 0 && // ASCII
+		(w-sp8)&hi8 == 0 && // no byte below 0x20 (no borrow, as all bytes < 0x80)
+		!hasZeroByte(w^qt8) && !hasZeroByte(w^bs8) && !hasZeroByte(w^del8)
 }
 
 // appendJSONString appends p as a JSON string. Invalid UTF-8 becomes
@@ -327,6 +414,13 @@ func appendJSONString(dst, p []byte) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(p); {
+		// Fast path: skip 8 bytes at a time while none needs escaping.
+		for i+8 <= len(p) && plainWord(binary.LittleEndian.Uint64(p[i:])) {
+			i += 8
+		}
+		if i >= len(p) {
+			break
+		}
 		c := p[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' && c != 0x7f {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -107,11 +108,9 @@ func TestWriterCrashLeavesReadablePrefix(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Output(time.Now(), []byte("before the crash"))
-	w.mu.Lock()
-	if err := w.flushLocked(); err != nil {
+	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	w.mu.Unlock()
 	r, err := Open(w.Path())
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +135,9 @@ func TestWriterFailure(t *testing.T) {
 	noise := make([]byte, 256<<10)
 	rand.Read(noise)
 	w.Output(time.Now(), noise)
+	if err := w.Flush(); err == nil {
+		t.Fatal("flush to a closed file returned nil")
+	}
 	if err := w.Output(time.Now(), []byte("y")); err == nil {
 		t.Fatal("write after the file failed returned nil")
 	}
@@ -174,4 +176,23 @@ func TestWriterBoundedMemory(t *testing.T) {
 	if _, err := w.Close(time.Now()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// BenchmarkWriterOutput measures recording terminal-like output (base64
+// text) in 32 KiB chunks, the relay's chunk size.
+func BenchmarkWriterOutput(b *testing.B) {
+	raw := make([]byte, 24<<10)
+	rand.Read(raw)
+	chunk := []byte(base64.StdEncoding.EncodeToString(raw))
+	w, err := Create(b.TempDir(), "bench", Header{}, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(chunk)))
+	for b.Loop() {
+		if err := w.Output(time.Now(), chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+	w.Close(time.Now())
 }

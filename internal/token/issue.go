@@ -2,10 +2,11 @@ package token
 
 import (
 	"crypto/rand"
-	"encoding/base64"
+	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jws"
@@ -101,13 +102,15 @@ func (s *Signer) Issue(req Request) (string, *Claims, error) {
 	}
 	now := NewNumericDate(s.cfg.Now())
 	c := &Claims{
-		Issuer:     s.cfg.Issuer,
-		Subject:    req.Subject,
-		Audience:   Audience{s.cfg.Audience},
-		IssuedAt:   now,
-		NotBefore:  now,
-		ExpiresAt:  NumericDate{now.Add(ttl).Truncate(time.Second)},
-		ID:         base64.RawURLEncoding.EncodeToString(jti),
+		Issuer:    s.cfg.Issuer,
+		Subject:   req.Subject,
+		Audience:  Audience{s.cfg.Audience},
+		IssuedAt:  now,
+		NotBefore: now,
+		ExpiresAt: NumericDate{now.Add(ttl).Truncate(time.Second)},
+		// Lower-case base32: no '-' that a command line would take for a
+		// flag, no case a user could mistype.
+		ID:         strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(jti)),
 		Grants:     req.Grants,
 		Src:        req.Src,
 		Roles:      req.Roles,

@@ -141,17 +141,19 @@ func (ch *channel) output(p []byte) bool {
 	c.touch()
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	switch {
+	switch state := c.recState.Load(); {
+	case state == recFailedClosed:
+		return false // the session is ending: nothing unrecorded passes
 	case ch.sftp != nil:
 		ch.sftp.server(p)
 		return true
-	case ch.kind == kindSCP || !c.recording.Load():
+	case ch.kind == kindSCP || state == recFailedOpen:
 		return true
 	}
 	if ch.keys != nil {
 		ch.keys.Output(p)
 	}
-	return c.rec.Output(c.s.cfg.Now(), p) == nil || c.failOpen()
+	return c.recorded(c.rec.Output(c.s.cfg.Now(), p))
 }
 
 // input taps what the client sends.
@@ -161,28 +163,36 @@ func (ch *channel) input(p []byte) bool {
 	c.touch()
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	switch {
+	switch state := c.recState.Load(); {
+	case state == recFailedClosed:
+		return false
 	case ch.sftp != nil:
 		ch.sftp.client(p)
 		return true
-	case ch.kind == kindSCP || !c.recording.Load():
+	case ch.kind == kindSCP || state == recFailedOpen:
 		return true
 	case ch.keys != nil:
-		return ch.keys.Input(c.s.cfg.Now(), p) == nil || c.failOpen()
+		return c.recorded(ch.keys.Input(c.s.cfg.Now(), p))
 	}
-	return c.rec.Input(c.s.cfg.Now(), p) == nil || c.failOpen()
+	return c.recorded(c.rec.Input(c.s.cfg.Now(), p))
 }
 
-// failOpen reports, after a failed recording write, whether the session
-// may go on: only under the target's fail-open policy (recordingFailed is
-// told through the writer's OnFail either way).
-func (c *conn) failOpen() bool { return c.info.target.FailOpen }
+// recorded applies the failure policy to the outcome of a recording write
+// and reports whether the chunk may be relayed: always after success, and
+// after a failure only under the target's fail-open policy.
+func (c *conn) recorded(err error) bool {
+	if err == nil {
+		return true
+	}
+	c.recordingFailed(err)
+	return c.info.target.FailOpen
+}
 
 // finish records what the channel still holds back.
 func (ch *channel) finish() {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if ch.keys != nil && ch.c.recording.Load() {
+	if ch.keys != nil && ch.c.recording() {
 		ch.keys.Close()
 	}
 	if ch.sftp != nil {
@@ -261,7 +271,7 @@ func (ch *channel) request(r *ssh.Request) {
 			refuse(r)
 			return
 		}
-		if c.recording.Load() {
+		if c.recording() {
 			c.rec.Resize(now, int(p.Cols), int(p.Rows))
 		}
 		ch.forward(r)
@@ -337,7 +347,7 @@ func (ch *channel) start(kind, what string, r *ssh.Request) {
 		ch.keys = nil
 	}
 	ch.mu.Unlock()
-	if c.recording.Load() {
+	if c.recording() {
 		c.rec.Marker(c.s.cfg.Now(), what)
 	}
 	if kind != kindShell {

@@ -18,8 +18,16 @@ import (
 )
 
 // notifyTimeout bounds writing a farewell message to a client that may
-// not be reading.
+// not be reading, and waiting for it to disconnect after its channels
+// were closed.
 const notifyTimeout = 2 * time.Second
+
+// Recording states (conn.recState).
+const (
+	recOK int32 = iota
+	recFailedOpen
+	recFailedClosed
+)
 
 // Ended is the cause a session ends with. The user sees Reason.
 type Ended struct {
@@ -40,10 +48,11 @@ type conn struct {
 	stop context.CancelCauseFunc
 	sess *session.Session
 	rec  *recording.Writer
-	// recording reports whether events are still recorded (false after a
-	// fail-open recording failure).
-	recording atomic.Bool
-	upstream  *ssh.Client
+	// recState is the recording's state: recOK, recFailedOpen (the session
+	// goes on unrecorded, by the target's policy) or recFailedClosed (the
+	// session is ending and nothing more may be relayed).
+	recState atomic.Int32
+	upstream *ssh.Client
 
 	bytesUp, bytesDown atomic.Int64
 	lastActive         atomic.Int64 // Unix ns
@@ -106,7 +115,6 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		return
 	}
 	c.rec = rec
-	c.recording.Store(true)
 	c.sess.Recording = rec.Path()
 	rec.OnFail(c.recordingFailed)
 	if err := c.s.cfg.Sessions.Start(c.ctx, c.sess); err != nil {
@@ -213,7 +221,7 @@ func (c *conn) dialUpstream() (*ssh.Client, error) {
 	}
 	var mismatch error
 	cfg := &ssh.ClientConfig{
-		Config:            ssh.Config{Ciphers: Ciphers},
+		Config:            ssh.Config{Ciphers: c.s.cfg.Ciphers},
 		User:              c.info.login,
 		Auth:              auth,
 		HostKeyAlgorithms: hostKeyAlgorithms(pinned),
@@ -313,12 +321,21 @@ func withTimeout(d time.Duration, f func() error) error {
 // recordingFailed applies the target's recording failure policy: fail
 // closed (end the session, the default) or fail open (go on unrecorded).
 // Both are audited.
+//
+// It runs once, from whichever notices first: the writer's OnFail or a
+// relay pump whose write failed (which calls it before it stops, so the
+// user's message goes out before the channel's EOF).
 func (c *conn) recordingFailed(err error) {
+	next := recFailedClosed
 	if c.info.target.FailOpen {
-		if c.recording.CompareAndSwap(true, false) {
-			c.audit("recording.failed", map[string]any{"phase": "write", "error": err.Error(), "policy": "fail_open"})
-			c.notify("the recording failed; by this target's policy the session continues UNRECORDED")
-		}
+		next = recFailedOpen
+	}
+	if !c.recState.CompareAndSwap(recOK, next) {
+		return
+	}
+	if next == recFailedOpen {
+		c.audit("recording.failed", map[string]any{"phase": "write", "error": err.Error(), "policy": "fail_open"})
+		c.notify("the recording failed; by this target's policy the session continues UNRECORDED")
 		return
 	}
 	c.audit("recording.failed", map[string]any{"phase": "write", "error": err.Error(), "policy": "fail_closed"})
@@ -357,19 +374,35 @@ func (c *conn) notifyChannels(msg string, chans []*channel) {
 	wg.Wait()
 }
 
-// terminate ends the session with cause e: the user is told why, then both
-// legs are closed. Only the first cause counts.
+// recording reports whether events are still being recorded.
+func (c *conn) recording() bool { return c.recState.Load() == recOK }
+
+// terminate ends the session with cause e: the user is told why, their
+// channels are closed, then both legs. Only the first cause counts.
 func (c *conn) terminate(e *Ended) {
 	c.termOnce.Do(func() {
 		c.ended.CompareAndSwap(nil, e)
+		chans := c.openChannels()
 		if e.Reason != "client disconnected" {
-			c.notify("session ended: " + e.Reason)
+			c.notifyChannels("session ended: "+e.Reason, chans)
 		}
 		c.stop(e)
-		c.sc.Close()
 		if c.upstream != nil {
 			c.upstream.Close()
 		}
+		// Close the channels and let the client hang up by itself:
+		// closing the connection under unread data can reset it, and the
+		// client would lose the message it has not read yet.
+		for _, ch := range chans {
+			ch.client.Close()
+		}
+		hungUp := make(chan struct{})
+		go func() { c.sc.Wait(); close(hungUp) }()
+		select {
+		case <-hungUp:
+		case <-time.After(notifyTimeout):
+		}
+		c.sc.Close()
 	})
 }
 

@@ -46,7 +46,7 @@ func (c *conn) handleForward(nc ssh.NewChannel) {
 	}
 	go ssh.DiscardRequests(clientReqs)
 	what := "forward " + dest
-	if c.recording.Load() {
+	if c.recording() {
 		c.rec.Marker(c.s.cfg.Now(), what)
 	}
 	c.addCommand(what)

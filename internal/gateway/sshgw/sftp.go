@@ -237,7 +237,7 @@ func (l *sftpLog) op(op, path string, size int64) {
 	if op == "upload" || op == "download" {
 		what += fmt.Sprintf(" (%d bytes)", size)
 	}
-	if c.recording.Load() {
+	if c.recording() {
 		c.rec.Marker(c.s.cfg.Now(), what)
 	}
 	c.addCommand(what)

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// The SSH benchmarks measure the gateway beside a direct connection to
+// the same sshd in the same run; bench/ssh.sh turns them into ratios.
+
+var (
+	benchOnce sync.Once
+	benchF    *gatewayFixture
+	benchTok  string
+	// benchFiles are what the bulk benchmark cats: "random" is base64 of
+	// random bytes (text the recorder cannot compress: its worst case),
+	// "logs" is application-log-like text (what people cat).
+	benchFiles = map[string]string{}
+)
+
+// logText returns about n bytes of application-log-like lines.
+func logText(n int) []byte {
+	levels := []string{"INFO ", "INFO ", "INFO ", "DEBUG", "WARN ", "ERROR"}
+	paths := []string{"/api/v1/items", "/api/v1/users", "/healthz", "/api/v1/orders", "/login", "/static/app.js"}
+	var b bytes.Buffer
+	r := make([]byte, 8)
+	t := time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)
+	for b.Len() < n {
+		rand.Read(r)
+		t = t.Add(time.Duration(r[0]) * time.Millisecond)
+		fmt.Fprintf(&b, "%s %s api request method=GET path=%s/%d status=%d duration_ms=%d user=u%d trace=%x\n",
+			t.Format(time.RFC3339Nano), levels[int(r[1])%len(levels)], paths[int(r[2])%len(paths)], int(r[3])<<8|int(r[4]),
+			[]int{200, 200, 200, 201, 404, 500}[int(r[5])%6], r[6], int(r[7])*37, r[:4])
+	}
+	return b.Bytes()
+}
+
+// benchFixture starts one sshd and one vigil serve for all SSH benchmarks.
+// They live until the process exits (benchmarks share them).
+func benchFixture(b *testing.B) *gatewayFixture {
+	benchOnce.Do(func() {
+		if p := os.Getenv("VIGIL_BENCH_CPUPROFILE"); p != "" {
+			os.Setenv("VIGIL_CPUPROFILE", p)
+		}
+		benchF = newGatewayFixture(b, "ssh:\n  idle_timeout: 1h\n")
+		benchTok = benchF.token(b, "--grant", "web1:root:shell,exec", "--ttl", "8h")
+		raw := make([]byte, 192<<20)
+		rand.Read(raw)
+		for kind, data := range map[string][]byte{"random": []byte(base64.StdEncoding.EncodeToString(raw)), "logs": logText(256 << 20)} {
+			benchFiles[kind] = filepath.Join(os.TempDir(), "vigil-bench-"+kind)
+			os.WriteFile(benchFiles[kind], data, 0o644)
+		}
+	})
+	if benchF == nil {
+		b.Fatal("bench fixture failed")
+	}
+	return benchF
+}
+
+// clientConfig returns how to log in directly (key) or through Vigil (token).
+func benchDial(b *testing.B, via bool) *ssh.Client {
+	b.Helper()
+	f := benchFixture(b)
+	cfg := &ssh.ClientConfig{HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 30 * time.Second}
+	addr := f.sshd.Addr
+	if via {
+		cfg.User, addr = "root@web1", f.s.sshAddr
+		cfg.Auth = []ssh.AuthMethod{ssh.Password(benchTok)}
+	} else {
+		signer, err := ssh.ParsePrivateKey(f.sshd.ClientKey)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg.User, cfg.Auth = "root", []ssh.AuthMethod{ssh.PublicKeys(signer)}
+	}
+	c, err := ssh.Dial("tcp", addr, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+// vigilCPU returns the vigil serve process's user+system CPU time.
+func vigilCPU(b *testing.B) time.Duration {
+	b.Helper()
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", benchFixture(b).s.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+2:]))
+	ut, _ := strconv.Atoi(f[11])
+	stime, _ := strconv.Atoi(f[12])
+	return time.Duration(ut+stime) * time.Second / 100 // clock ticks (USER_HZ 100)
+}
+
+func vigilRSS(b *testing.B) int64 {
+	b.Helper()
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", benchFixture(b).s.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			kb, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// BenchmarkSSHBulk: the real ssh client cats a 256 MiB text file, directly
+// and through Vigil (recorded), for log-like text and for incompressible
+// text. Reports MB/s and, through Vigil, gateway CPU seconds per GiB.
+func BenchmarkSSHBulk(b *testing.B) {
+	f := benchFixture(b)
+	for _, kind := range []string{"logs", "random"} {
+		for _, via := range []bool{false, true} {
+			b.Run(kind+"/"+map[bool]string{false: "direct", true: "vigil"}[via], func(b *testing.B) {
+				bulk(b, f, benchFiles[kind], via)
+			})
+		}
+	}
+}
+
+func bulk(b *testing.B, f *gatewayFixture, file string, via bool) {
+	fi, _ := os.Stat(file)
+	b.SetBytes(fi.Size())
+	cpu0 := vigilCPU(b)
+	for b.Loop() {
+		cmd := f.s.sshCmd(benchTok, "ssh", "root@web1@127.0.0.1", "cat "+file)
+		if !via {
+			_, port, _ := net.SplitHostPort(f.sshd.Addr)
+			cmd = exec.Command("ssh", "-p", port, "-i", f.sshd.ClientKeyFile, "-o", "StrictHostKeyChecking=no",
+				"-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
+				"root@127.0.0.1", "cat "+file)
+		}
+		var n countWriter
+		cmd.Stdout = &n
+		if err := cmd.Run(); err != nil || int64(n) != fi.Size() {
+			b.Fatalf("%v, %d bytes", err, n)
+		}
+	}
+	if via {
+		gib := float64(fi.Size()) * float64(b.N) / (1 << 30)
+		b.ReportMetric((vigilCPU(b)-cpu0).Seconds()/gib, "cpu-s/GiB")
+	}
+}
+
+type countWriter int64
+
+func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
+
+// BenchmarkSSHKeystroke: one byte typed into `cat` on a pty and its echo
+// back, directly and through Vigil. Reports p50 and p99 in µs.
+func BenchmarkSSHKeystroke(b *testing.B) {
+	for _, via := range []bool{false, true} {
+		name := map[bool]string{false: "direct", true: "vigil"}[via]
+		b.Run(name, func(b *testing.B) {
+			c := benchDial(b, via)
+			defer c.Close()
+			s, err := c.NewSession()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			if err := s.RequestPty("xterm", 24, 80, ssh.TerminalModes{ssh.ECHO: 0}); err != nil {
+				b.Fatal(err)
+			}
+			in, _ := s.StdinPipe()
+			out, _ := s.StdoutPipe()
+			if err := s.Start("stty raw -echo; cat"); err != nil {
+				b.Fatal(err)
+			}
+			buf := make([]byte, 64)
+			// warm up until cat echoes
+			in.Write([]byte("x"))
+			for got := 0; got < 1; {
+				n, err := out.Read(buf)
+				if err != nil {
+					b.Fatal(err)
+				}
+				got += bytes.Count(buf[:n], []byte("x"))
+			}
+			var samples []time.Duration
+			for b.Loop() {
+				start := time.Now()
+				in.Write([]byte("k"))
+				for {
+					n, err := out.Read(buf)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if bytes.IndexByte(buf[:n], 'k') >= 0 {
+						break
+					}
+				}
+				samples = append(samples, time.Since(start))
+			}
+			sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
+			b.ReportMetric(float64(samples[len(samples)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(samples[len(samples)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}
+
+// BenchmarkSSHSessionStart: connect, authenticate, run `true`, disconnect,
+// from 8 concurrent clients, directly and through Vigil.
+func BenchmarkSSHSessionStart(b *testing.B) {
+	for _, via := range []bool{false, true} {
+		name := map[bool]string{false: "direct", true: "vigil"}[via]
+		b.Run(name, func(b *testing.B) {
+			b.SetParallelism(4) // 4 × GOMAXPROCS clients
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					c := benchDial(b, via)
+					s, err := c.NewSession()
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := s.Run("true"); err != nil {
+						b.Fatal(err)
+					}
+					c.Close()
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkSSHIdleSessionMemory opens VIGIL_BENCH_SESSIONS (default 200)
+// idle interactive sessions (pty + shell) through Vigil and reports the
+// gateway's resident memory per session.
+func BenchmarkSSHIdleSessionMemory(b *testing.B) {
+	n := 200
+	if v, err := strconv.Atoi(os.Getenv("VIGIL_BENCH_SESSIONS")); err == nil && v > 0 {
+		n = v
+	}
+	for b.Loop() {
+		before := vigilRSS(b)
+		var clients []*ssh.Client
+		for i := 0; i < n; i++ {
+			c := benchDial(b, true)
+			s, err := c.NewSession()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := s.RequestPty("xterm", 24, 80, nil); err != nil {
+				b.Fatal(err)
+			}
+			if err := s.Shell(); err != nil {
+				b.Fatal(err)
+			}
+			clients = append(clients, c)
+		}
+		time.Sleep(2 * time.Second) // let the shells settle and the flushers tick
+		after := vigilRSS(b)
+		b.ReportMetric(float64(after-before)/float64(n)/1024, "KiB/session")
+		b.ReportMetric(float64(n), "sessions")
+		for _, c := range clients {
+			c.Close()
+		}
+	}
+}
