@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -86,6 +87,13 @@ SIGINT or SIGTERM shuts down gracefully.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if addr := os.Getenv("VIGIL_PPROF_ADDR"); addr != "" {
+				// For performance work: net/http/pprof, loopback only.
+				if host, _, err := net.SplitHostPort(addr); err != nil || !net.ParseIP(host).IsLoopback() {
+					return fmt.Errorf("VIGIL_PPROF_ADDR %q: must be a loopback HOST:PORT", addr)
+				}
+				go http.ListenAndServe(addr, pprofMux())
+			}
 			if path := os.Getenv("VIGIL_CPUPROFILE"); path != "" {
 				// For performance work: a CPU profile of this run, written
 				// at shutdown (go tool pprof).
@@ -446,4 +454,14 @@ func housekeeping(ctx context.Context, cfg config.Config, kr *token.Keyring, rev
 			}
 		}
 	}
+}
+
+// pprofMux serves net/http/pprof's handlers (never on the API's mux).
+func pprofMux() *http.ServeMux {
+	m := http.NewServeMux()
+	m.HandleFunc("/debug/pprof/", httppprof.Index)
+	m.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+	m.HandleFunc("/debug/pprof/symbol", httppprof.Symbol)
+	m.HandleFunc("/debug/pprof/trace", httppprof.Trace)
+	return m
 }

@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,15 +21,16 @@ import (
 // The SSH benchmarks measure the gateway beside a direct connection to
 // the same sshd in the same run; bench/ssh.sh turns them into ratios.
 
-var (
-	benchOnce sync.Once
-	benchF    *gatewayFixture
-	benchTok  string
-	// benchFiles are what the bulk benchmark cats: "random" is base64 of
-	// random bytes (text the recorder cannot compress: its worst case),
-	// "logs" is application-log-like text (what people cat).
-	benchFiles = map[string]string{}
-)
+// benchFiles are what the bulk benchmark cats: "random" is base64 of
+// random bytes (text the recorder cannot compress: its worst case),
+// "logs" is application-log-like text (what people cat).
+var benchFiles = map[string]string{}
+
+// benchEnv is the sshd and vigil serve shared by BenchmarkSSH's parts.
+type benchEnv struct {
+	*gatewayFixture
+	tok string
+}
 
 // logText returns about n bytes of application-log-like lines.
 func logText(n int) []byte {
@@ -49,37 +49,49 @@ func logText(n int) []byte {
 	return b.Bytes()
 }
 
-// benchFixture starts one sshd and one vigil serve for all SSH benchmarks.
-// They live until the process exits (benchmarks share them).
-func benchFixture(b *testing.B) *gatewayFixture {
-	benchOnce.Do(func() {
-		if p := os.Getenv("VIGIL_BENCH_CPUPROFILE"); p != "" {
-			os.Setenv("VIGIL_CPUPROFILE", p)
-		}
-		benchF = newGatewayFixture(b, "ssh:\n  idle_timeout: 1h\n")
-		benchTok = benchF.token(b, "--grant", "web1:root:shell,exec", "--ttl", "8h")
-		raw := make([]byte, 192<<20)
-		rand.Read(raw)
-		for kind, data := range map[string][]byte{"random": []byte(base64.StdEncoding.EncodeToString(raw)), "logs": logText(256 << 20)} {
-			benchFiles[kind] = filepath.Join(os.TempDir(), "vigil-bench-"+kind)
-			os.WriteFile(benchFiles[kind], data, 0o644)
-		}
-	})
-	if benchF == nil {
-		b.Fatal("bench fixture failed")
+// BenchmarkSSH measures the gateway beside a direct connection to the
+// same sshd in the same run (bench/ssh.sh reports the ratios):
+//
+//	bulk/{logs,random}/{direct,vigil}  the real ssh client cats 256 MiB
+//	keystroke/{direct,vigil}           one key typed into cat on a pty, echoed back
+//	start/{direct,vigil}               connect, log in, run true, disconnect (concurrent)
+//	idle-memory                        resident memory per idle interactive session
+func BenchmarkSSH(b *testing.B) {
+	if p := os.Getenv("VIGIL_BENCH_CPUPROFILE"); p != "" {
+		os.Setenv("VIGIL_CPUPROFILE", p)
 	}
-	return benchF
+	env := &benchEnv{gatewayFixture: newGatewayFixture(b, "ssh:\n  idle_timeout: 1h\n")}
+	env.tok = env.token(b, "--grant", "web1:root:shell,exec", "--ttl", "8h")
+	raw := make([]byte, 192<<20)
+	rand.Read(raw)
+	for kind, data := range map[string][]byte{"random": []byte(base64.StdEncoding.EncodeToString(raw)), "logs": logText(256 << 20)} {
+		benchFiles[kind] = filepath.Join(b.TempDir(), "bench-"+kind)
+		os.WriteFile(benchFiles[kind], data, 0o644)
+	}
+	for _, kind := range []string{"logs", "random"} {
+		for _, via := range []bool{false, true} {
+			b.Run("bulk/"+kind+"/"+legName(via), func(b *testing.B) { env.bulk(b, benchFiles[kind], via) })
+		}
+	}
+	for _, via := range []bool{false, true} {
+		b.Run("keystroke/"+legName(via), func(b *testing.B) { env.keystroke(b, via) })
+	}
+	for _, via := range []bool{false, true} {
+		b.Run("start/"+legName(via), func(b *testing.B) { env.start(b, via) })
+	}
+	b.Run("idle-memory", env.idleMemory)
 }
 
-// clientConfig returns how to log in directly (key) or through Vigil (token).
-func benchDial(b *testing.B, via bool) *ssh.Client {
+func legName(via bool) string { return map[bool]string{false: "direct", true: "vigil"}[via] }
+
+// dial logs in directly (key) or through Vigil (token).
+func (f *benchEnv) dial(b *testing.B, via bool) *ssh.Client {
 	b.Helper()
-	f := benchFixture(b)
 	cfg := &ssh.ClientConfig{HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 30 * time.Second}
 	addr := f.sshd.Addr
 	if via {
 		cfg.User, addr = "root@web1", f.s.sshAddr
-		cfg.Auth = []ssh.AuthMethod{ssh.Password(benchTok)}
+		cfg.Auth = []ssh.AuthMethod{ssh.Password(f.tok)}
 	} else {
 		signer, err := ssh.ParsePrivateKey(f.sshd.ClientKey)
 		if err != nil {
@@ -95,21 +107,21 @@ func benchDial(b *testing.B, via bool) *ssh.Client {
 }
 
 // vigilCPU returns the vigil serve process's user+system CPU time.
-func vigilCPU(b *testing.B) time.Duration {
+func (f *benchEnv) vigilCPU(b *testing.B) time.Duration {
 	b.Helper()
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", benchFixture(b).s.cmd.Process.Pid))
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", f.s.cmd.Process.Pid))
 	if err != nil {
 		b.Fatal(err)
 	}
-	f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+2:]))
-	ut, _ := strconv.Atoi(f[11])
-	stime, _ := strconv.Atoi(f[12])
+	fields := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+2:]))
+	ut, _ := strconv.Atoi(fields[11])
+	stime, _ := strconv.Atoi(fields[12])
 	return time.Duration(ut+stime) * time.Second / 100 // clock ticks (USER_HZ 100)
 }
 
-func vigilRSS(b *testing.B) int64 {
+func (f *benchEnv) vigilRSS(b *testing.B) int64 {
 	b.Helper()
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", benchFixture(b).s.cmd.Process.Pid))
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", f.s.cmd.Process.Pid))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -122,26 +134,14 @@ func vigilRSS(b *testing.B) int64 {
 	return 0
 }
 
-// BenchmarkSSHBulk: the real ssh client cats a 256 MiB text file, directly
-// and through Vigil (recorded), for log-like text and for incompressible
-// text. Reports MB/s and, through Vigil, gateway CPU seconds per GiB.
-func BenchmarkSSHBulk(b *testing.B) {
-	f := benchFixture(b)
-	for _, kind := range []string{"logs", "random"} {
-		for _, via := range []bool{false, true} {
-			b.Run(kind+"/"+map[bool]string{false: "direct", true: "vigil"}[via], func(b *testing.B) {
-				bulk(b, f, benchFiles[kind], via)
-			})
-		}
-	}
-}
-
-func bulk(b *testing.B, f *gatewayFixture, file string, via bool) {
+// bulk: the real ssh client cats file; reports MB/s and, through Vigil,
+// gateway CPU seconds per GiB relayed.
+func (f *benchEnv) bulk(b *testing.B, file string, via bool) {
 	fi, _ := os.Stat(file)
 	b.SetBytes(fi.Size())
-	cpu0 := vigilCPU(b)
+	cpu0 := f.vigilCPU(b)
 	for b.Loop() {
-		cmd := f.s.sshCmd(benchTok, "ssh", "root@web1@127.0.0.1", "cat "+file)
+		cmd := f.s.sshCmd(f.tok, "ssh", "root@web1@127.0.0.1", "cat "+file)
 		if !via {
 			_, port, _ := net.SplitHostPort(f.sshd.Addr)
 			cmd = exec.Command("ssh", "-p", port, "-i", f.sshd.ClientKeyFile, "-o", "StrictHostKeyChecking=no",
@@ -156,7 +156,7 @@ func bulk(b *testing.B, f *gatewayFixture, file string, via bool) {
 	}
 	if via {
 		gib := float64(fi.Size()) * float64(b.N) / (1 << 30)
-		b.ReportMetric((vigilCPU(b)-cpu0).Seconds()/gib, "cpu-s/GiB")
+		b.ReportMetric((f.vigilCPU(b)-cpu0).Seconds()/gib, "cpu-s/GiB")
 	}
 }
 
@@ -164,96 +164,86 @@ type countWriter int64
 
 func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
 
-// BenchmarkSSHKeystroke: one byte typed into `cat` on a pty and its echo
-// back, directly and through Vigil. Reports p50 and p99 in µs.
-func BenchmarkSSHKeystroke(b *testing.B) {
-	for _, via := range []bool{false, true} {
-		name := map[bool]string{false: "direct", true: "vigil"}[via]
-		b.Run(name, func(b *testing.B) {
-			c := benchDial(b, via)
-			defer c.Close()
+// keystroke: one byte typed into `cat` on a pty and its echo back.
+// Reports p50 and p99 in µs.
+func (f *benchEnv) keystroke(b *testing.B, via bool) {
+	c := f.dial(b, via)
+	defer c.Close()
+	s, err := c.NewSession()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.RequestPty("xterm", 24, 80, ssh.TerminalModes{ssh.ECHO: 0}); err != nil {
+		b.Fatal(err)
+	}
+	in, _ := s.StdinPipe()
+	out, _ := s.StdoutPipe()
+	if err := s.Start("stty raw -echo; cat"); err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	// Warm up until cat echoes.
+	in.Write([]byte("x"))
+	for got := 0; got < 1; {
+		n, err := out.Read(buf)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got += bytes.Count(buf[:n], []byte("x"))
+	}
+	var samples []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		in.Write([]byte("k"))
+		for {
+			n, err := out.Read(buf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if bytes.IndexByte(buf[:n], 'k') >= 0 {
+				break
+			}
+		}
+		samples = append(samples, time.Since(start))
+	}
+	sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
+	b.ReportMetric(float64(samples[len(samples)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(samples[len(samples)*99/100].Microseconds()), "p99-µs")
+}
+
+// start: connect, authenticate, run `true`, disconnect, from 4 ×
+// GOMAXPROCS concurrent clients.
+func (f *benchEnv) start(b *testing.B, via bool) {
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c := f.dial(b, via)
 			s, err := c.NewSession()
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer s.Close()
-			if err := s.RequestPty("xterm", 24, 80, ssh.TerminalModes{ssh.ECHO: 0}); err != nil {
+			if err := s.Run("true"); err != nil {
 				b.Fatal(err)
 			}
-			in, _ := s.StdinPipe()
-			out, _ := s.StdoutPipe()
-			if err := s.Start("stty raw -echo; cat"); err != nil {
-				b.Fatal(err)
-			}
-			buf := make([]byte, 64)
-			// warm up until cat echoes
-			in.Write([]byte("x"))
-			for got := 0; got < 1; {
-				n, err := out.Read(buf)
-				if err != nil {
-					b.Fatal(err)
-				}
-				got += bytes.Count(buf[:n], []byte("x"))
-			}
-			var samples []time.Duration
-			for b.Loop() {
-				start := time.Now()
-				in.Write([]byte("k"))
-				for {
-					n, err := out.Read(buf)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if bytes.IndexByte(buf[:n], 'k') >= 0 {
-						break
-					}
-				}
-				samples = append(samples, time.Since(start))
-			}
-			sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
-			b.ReportMetric(float64(samples[len(samples)/2].Microseconds()), "p50-µs")
-			b.ReportMetric(float64(samples[len(samples)*99/100].Microseconds()), "p99-µs")
-		})
-	}
+			c.Close()
+		}
+	})
 }
 
-// BenchmarkSSHSessionStart: connect, authenticate, run `true`, disconnect,
-// from 8 concurrent clients, directly and through Vigil.
-func BenchmarkSSHSessionStart(b *testing.B) {
-	for _, via := range []bool{false, true} {
-		name := map[bool]string{false: "direct", true: "vigil"}[via]
-		b.Run(name, func(b *testing.B) {
-			b.SetParallelism(4) // 4 × GOMAXPROCS clients
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					c := benchDial(b, via)
-					s, err := c.NewSession()
-					if err != nil {
-						b.Fatal(err)
-					}
-					if err := s.Run("true"); err != nil {
-						b.Fatal(err)
-					}
-					c.Close()
-				}
-			})
-		})
-	}
-}
-
-// BenchmarkSSHIdleSessionMemory opens VIGIL_BENCH_SESSIONS (default 200)
-// idle interactive sessions (pty + shell) through Vigil and reports the
-// gateway's resident memory per session.
-func BenchmarkSSHIdleSessionMemory(b *testing.B) {
+// idleMemory opens VIGIL_BENCH_SESSIONS (default 200) idle interactive
+// sessions (pty + shell) through Vigil and reports the gateway's resident
+// memory per session.
+func (f *benchEnv) idleMemory(b *testing.B) {
 	n := 200
 	if v, err := strconv.Atoi(os.Getenv("VIGIL_BENCH_SESSIONS")); err == nil && v > 0 {
 		n = v
 	}
 	for b.Loop() {
-		before := vigilRSS(b)
+		before := f.vigilRSS(b)
 		var clients []*ssh.Client
 		for i := 0; i < n; i++ {
-			c := benchDial(b, true)
+			c := f.dial(b, true)
 			s, err := c.NewSession()
 			if err != nil {
 				b.Fatal(err)
@@ -267,7 +257,12 @@ func BenchmarkSSHIdleSessionMemory(b *testing.B) {
 			clients = append(clients, c)
 		}
 		time.Sleep(2 * time.Second) // let the shells settle and the flushers tick
-		after := vigilRSS(b)
+		after := f.vigilRSS(b)
+		if out := os.Getenv("VIGIL_BENCH_HEAPPROFILE"); out != "" {
+			if b, err := exec.Command("curl", "-s", "-o", out, "http://"+os.Getenv("VIGIL_PPROF_ADDR")+"/debug/pprof/heap").CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "heap profile: %v %s\n", err, b)
+			}
+		}
 		b.ReportMetric(float64(after-before)/float64(n)/1024, "KiB/session")
 		b.ReportMetric(float64(n), "sessions")
 		for _, c := range clients {

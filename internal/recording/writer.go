@@ -100,15 +100,53 @@ type Writer struct {
 	dirty   bool
 }
 
-// item is one queued event, or a flush request (ack not nil).
+// item is one queued event, or a flush request (ack not nil), which may
+// also ask to end the gzip member as an idle interval does (release).
 type item struct {
-	t    time.Time
-	code string
-	data *[]byte
-	ack  chan error
+	t       time.Time
+	code    string
+	data    *[]byte
+	ack     chan error
+	release bool
 }
 
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+
+// gzPool holds compressors between bursts: a compressor's state is about
+// 250 KiB, and an idle session (most of them, most of the time) should not
+// hold one. A recording idle for a flush interval ends its gzip member and
+// returns the compressor; the next event starts a new member. Readers of
+// gzip (gunzip, Go's gzip.Reader) read concatenated members as one stream.
+var gzPool = sync.Pool{New: func() any { z, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed); return z }}
+
+// gzSink is the encoder's view of the compressed stream: it takes a
+// compressor from the pool when a burst starts.
+type gzSink struct{ w *Writer }
+
+func (s gzSink) Write(p []byte) (int, error) {
+	if s.w.gz == nil {
+		s.w.gz = gzPool.Get().(*gzip.Writer)
+		s.w.gz.Reset(s.w.fileBuf)
+	}
+	return s.w.gz.Write(p)
+}
+
+// release ends the current gzip member and returns its compressor.
+func (w *Writer) release() error {
+	if w.gz == nil {
+		return nil
+	}
+	if err := w.buf.Flush(); err != nil {
+		return err
+	}
+	err := w.gz.Close()
+	gzPool.Put(w.gz)
+	w.gz = nil
+	if err == nil {
+		err = w.fileBuf.Flush()
+	}
+	return err
+}
 
 type countingWriter struct {
 	w io.Writer
@@ -135,10 +173,11 @@ func Create(dir, id string, hdr Header, start time.Time) (*Writer, error) {
 		return nil, fmt.Errorf("recording: create %s: %w", path, err)
 	}
 	cw := &countingWriter{w: f, h: sha256.New()}
-	fileBuf := bufio.NewWriterSize(cw, 256<<10)
-	gz, _ := gzip.NewWriterLevel(fileBuf, gzip.BestSpeed)
-	w := &Writer{start: start, path: path, f: f, counter: cw, fileBuf: fileBuf, gz: gz, buf: bufio.NewWriterSize(gz, 64<<10),
+	// Modest buffers: an idle session holds them for hours, and the
+	// encoder's own goroutine keeps write syscalls off the relay's path.
+	w := &Writer{start: start, path: path, f: f, counter: cw, fileBuf: bufio.NewWriterSize(cw, 32<<10),
 		carry: map[string][]byte{}, q: make(chan item, queueDepth), done: make(chan Summary, 1)}
+	w.buf = bufio.NewWriterSize(gzSink{w}, 16<<10)
 	hdr.Version = 2
 	if hdr.Timestamp == 0 {
 		hdr.Timestamp = start.Unix()
@@ -201,9 +240,13 @@ func (w *Writer) encode() {
 				return
 			}
 			if it.ack != nil {
-				var err error
 				if w.Err() == nil && w.dirty {
-					if err = w.flush(); err != nil {
+					if err := w.flush(); err != nil {
+						w.fail(err)
+					}
+				}
+				if it.release && w.Err() == nil {
+					if err := w.release(); err != nil {
 						w.fail(err)
 					}
 				}
@@ -216,10 +259,19 @@ func (w *Writer) encode() {
 			*it.data = (*it.data)[:0]
 			chunkPool.Put(it.data)
 		case <-t.C:
-			if w.dirty && w.Err() == nil {
-				if err := w.flush(); err != nil {
-					w.fail(err)
-				}
+			if w.Err() != nil {
+				continue
+			}
+			var err error
+			switch {
+			case w.dirty:
+				err = w.flush()
+			case w.gz != nil:
+				// A whole interval without events: end the member.
+				err = w.release()
+			}
+			if err != nil {
+				w.fail(fmt.Errorf("recording: write %s: %w", w.path, err))
 			}
 		}
 	}
@@ -227,7 +279,7 @@ func (w *Writer) encode() {
 
 // flush pushes buffered events through gzip to the disk.
 func (w *Writer) flush() error {
-	for _, f := range []func() error{w.buf.Flush, w.gz.Flush, w.fileBuf.Flush} {
+	for _, f := range []func() error{w.buf.Flush, w.gzFlush, w.fileBuf.Flush} {
 		if err := f(); err != nil {
 			return fmt.Errorf("recording: write %s: %w", w.path, err)
 		}
@@ -239,15 +291,24 @@ func (w *Writer) flush() error {
 	return nil
 }
 
+func (w *Writer) gzFlush() error {
+	if w.gz == nil {
+		return nil
+	}
+	return w.gz.Flush()
+}
+
 // Flush waits until every event given so far is on disk (or failed).
-func (w *Writer) Flush() error {
+func (w *Writer) Flush() error { return w.request(false) }
+
+func (w *Writer) request(release bool) error {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
 		return errors.New("recording: flush after close")
 	}
 	ack := make(chan error, 1)
-	w.q <- item{ack: ack}
+	w.q <- item{ack: ack, release: release}
 	w.mu.Unlock()
 	return <-ack
 }
@@ -371,7 +432,7 @@ func (w *Writer) Close(t time.Time) (Summary, error) {
 func (w *Writer) finish() Summary {
 	err := w.Err()
 	if err == nil {
-		for _, f := range []func() error{w.buf.Flush, w.gz.Close, w.fileBuf.Flush, w.f.Sync} {
+		for _, f := range []func() error{w.release, w.fileBuf.Flush, w.f.Sync} {
 			if err = f(); err != nil {
 				break
 			}

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"runtime"
@@ -195,4 +196,32 @@ func BenchmarkWriterOutput(b *testing.B) {
 		}
 	}
 	w.Close(time.Now())
+}
+
+// TestWriterIdleMembers: an idle recording ends its gzip member and gives
+// back its compressor; the file, several members long, reads as one.
+func TestWriterIdleMembers(t *testing.T) {
+	start := time.Now()
+	w, err := Create(t.TempDir(), "members", Header{}, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		w.Output(start, []byte(fmt.Sprintf("burst %d\r\n", i)))
+		if err := w.request(true); err != nil { // as after an idle interval
+			t.Fatal(err)
+		}
+	}
+	sum, err := w.Close(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(sum.Path)
+	if n := bytes.Count(b, []byte{0x1f, 0x8b, 0x08}); n < 3 {
+		t.Fatalf("got %d gzip members, want at least 3", n)
+	}
+	_, evs := readAll(t, sum.Path)
+	if len(evs) != 3 || evs[2].Data != "burst 2\r\n" {
+		t.Fatalf("events across members: %+v", evs)
+	}
 }

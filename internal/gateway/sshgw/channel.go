@@ -14,8 +14,15 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// relayBuffer is the chunk size of the relay (and of recorded events).
-const relayBuffer = 32 << 10
+// Relay buffer sizes. An idle session waits in a small read; while data
+// flows, a full-size buffer (one SSH packet's worth) comes from a pool, so
+// a thousand idle sessions do not hold a thousand large buffers.
+const (
+	idleBuffer  = 4 << 10
+	relayBuffer = 32 << 10
+)
+
+var relayBuffers = sync.Pool{New: func() any { b := make([]byte, relayBuffer); return &b }}
 
 // channel kinds, by the request that started the channel.
 const (
@@ -117,20 +124,40 @@ func (c *conn) handleSession(nc ssh.NewChannel) {
 // pump copies src to dst, passing each chunk to tap first: a chunk that
 // cannot be recorded is not relayed.
 func (ch *channel) pump(dst io.Writer, src io.Reader, tap func([]byte) bool) {
-	buf := make([]byte, relayBuffer)
+	small := make([]byte, idleBuffer)
 	for {
-		n, err := src.Read(buf)
-		if n > 0 {
+		// Wait for data in the small buffer; a full read means more is
+		// coming, so go on with a large one until the flow pauses.
+		n, err := src.Read(small)
+		buf, big := small, (*[]byte)(nil)
+		for n > 0 {
 			if !tap(buf[:n]) {
+				putBig(big)
 				return
 			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
+				putBig(big)
 				return
 			}
+			if err != nil || n < len(buf) {
+				break
+			}
+			if big == nil {
+				big = relayBuffers.Get().(*[]byte)
+				buf = *big
+			}
+			n, err = src.Read(buf)
 		}
+		putBig(big)
 		if err != nil {
 			return
 		}
+	}
+}
+
+func putBig(b *[]byte) {
+	if b != nil {
+		relayBuffers.Put(b)
 	}
 }
 
