@@ -191,12 +191,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
+// closeAll ends every live session at once: each termination may wait a
+// moment for its client, so they run concurrently.
 func (s *Server) closeAll(cause error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
-		c.terminate(&Ended{Reason: "gateway shutting down", Cause: cause})
+		conns = append(conns, c)
 	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.terminate(&Ended{Reason: "gateway shutting down", Cause: cause})
+		}()
+	}
+	wg.Wait()
 }
 
 // authResult is what authentication hands to the connection.
