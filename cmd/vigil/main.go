@@ -12,9 +12,15 @@ import (
 )
 
 func main() {
-	// Run as ssh's SSH_ASKPASS helper by `vigil ssh`: answer the prompt
-	// with the token and nothing else.
+	// Run as ssh's SSH_ASKPASS helper by `vigil ssh`: answer a password or
+	// token prompt with the token, and refuse any other prompt (a host key
+	// confirmation must never receive the token).
 	if os.Getenv(askpassEnv) == "1" {
+		prompt := strings.ToLower(strings.Join(os.Args[1:], " "))
+		if !strings.Contains(prompt, "password") && !strings.Contains(prompt, "token") {
+			fmt.Fprintln(os.Stderr, "vigil: askpass: not answering a prompt that is not for the token")
+			os.Exit(1)
+		}
 		fmt.Println(os.Getenv("VIGIL_TOKEN"))
 		return
 	}

@@ -624,3 +624,64 @@ func TestSSHGatewayWindowChangeAndPlayback(t *testing.T) {
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// TestSSHGatewayConvenienceAndMalformedRequests: `vigil ssh` works; raw
+// protocol abuse a stock client cannot send (malformed, oversized or
+// unsupported requests) is refused without harm.
+func TestSSHGatewayConvenienceAndMalformedRequests(t *testing.T) {
+	f := newGatewayFixture(t, "")
+	tok := f.token(t, "--grant", "web1:root:exec,shell")
+	cmd := exec.Command(vigilBin, "ssh", "root@web1", "--", "echo", "via-vigil-ssh")
+	cmd.Env = append(os.Environ(), "VIGIL_ADDR=http://"+f.s.addr, "VIGIL_TOKEN="+tok, "VIGIL_SSH_ADDR="+f.s.sshAddr, "XDG_CONFIG_HOME="+t.TempDir())
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "via-vigil-ssh") {
+		t.Fatalf("vigil ssh: %v %s", err, out)
+	}
+
+	c, err := ssh.Dial("tcp", f.s.sshAddr, &ssh.ClientConfig{User: "root@web1", Auth: []ssh.AuthMethod{ssh.Password(tok)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ch, reqs, err := c.OpenChannel("session", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ssh.DiscardRequests(reqs)
+	for _, r := range []struct {
+		name    string
+		payload []byte
+	}{
+		{"pty-req", []byte{0, 0, 0, 200, 'x'}},
+		{"env", []byte("garbage")},
+		{"env", ssh.Marshal(struct{ Name, Value string }{"LD_PRELOAD", "/tmp/evil.so"})},
+		{"env", ssh.Marshal(struct{ Name, Value string }{"LANG", strings.Repeat("x", 200<<10)})},
+		{"exec", []byte{0xff, 0xff, 0xff, 0xff}},
+		{"subsystem", ssh.Marshal(struct{ Name string }{"netconf"})},
+		{"auth-agent-req@openssh.com", nil},
+		{"x11-req", nil},
+		{"no-such-request@example.com", nil},
+	} {
+		if ok, err := ch.SendRequest(r.name, true, r.payload); ok || err != nil {
+			t.Errorf("%s (%d bytes): accepted=%v err=%v, want a refusal", r.name, len(r.payload), ok, err)
+		}
+	}
+	// The channel still works for a proper request.
+	if ok, err := ch.SendRequest("exec", true, ssh.Marshal(struct{ Command string }{"echo still-fine"})); !ok || err != nil {
+		t.Fatalf("exec after abuse: %v %v", ok, err)
+	}
+	out, _ := io.ReadAll(ch)
+	if string(out) != "still-fine\n" {
+		t.Fatalf("got %q", out)
+	}
+	// Channel types Vigil does not relay are rejected.
+	if _, _, err := c.OpenChannel("x11", nil); err == nil {
+		t.Fatal("an x11 channel was opened")
+	}
+	if _, _, err := c.OpenChannel("direct-tcpip", []byte("junk")); err == nil {
+		t.Fatal("a malformed direct-tcpip channel was opened")
+	}
+	if _, err := c.Dial("tcp", "127.0.0.1:22"); err == nil {
+		t.Fatal("port forwarding without the forward action was allowed")
+	}
+}

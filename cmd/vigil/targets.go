@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -250,7 +251,8 @@ func newSSHCmd() *cobra.Command {
 		Long: `Run the system's ssh client against Vigil's SSH gateway (VIGIL_SSH_ADDR,
 default 127.0.0.1:2222), answering the password prompt with VIGIL_TOKEN (or the
 admin token file) so the token never appears in a process list. Arguments
-after -- are the remote command.`,
+after -- are the remote command. The gateway's host key is pinned on first
+use in $XDG_CONFIG_HOME/vigil/known_hosts.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := newClient()
@@ -269,8 +271,19 @@ after -- are the remote command.`,
 			if err != nil {
 				return err
 			}
+			// The gateway's host key is pinned on first use in Vigil's own
+			// known_hosts file, and checked from then on.
+			cfgDir, err := os.UserConfigDir()
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(filepath.Join(cfgDir, "vigil"), 0o700); err != nil {
+				return err
+			}
 			sshArgs := []string{"-p", port, "-o", "PreferredAuthentications=keyboard-interactive,password",
-				"-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1", args[0] + "@" + host}
+				"-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1",
+				"-o", "UserKnownHostsFile=" + filepath.Join(cfgDir, "vigil", "known_hosts"), "-o", "StrictHostKeyChecking=accept-new",
+				args[0] + "@" + host}
 			sshArgs = append(sshArgs, args[1:]...)
 			ssh := exec.CommandContext(cmd.Context(), "ssh", sshArgs...)
 			ssh.Stdin, ssh.Stdout, ssh.Stderr = os.Stdin, cmd.OutOrStdout(), cmd.ErrOrStderr()

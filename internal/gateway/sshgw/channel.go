@@ -24,6 +24,13 @@ const (
 
 var relayBuffers = sync.Pool{New: func() any { b := make([]byte, relayBuffer); return &b }}
 
+// Bounds on an environment variable a client may pass: locale and zone
+// values are short; anything larger is not what the allow-list is for.
+const (
+	maxEnvName  = 256
+	maxEnvValue = 4 << 10
+)
+
 // channel kinds, by the request that started the channel.
 const (
 	kindShell = "shell"
@@ -304,7 +311,8 @@ func (ch *channel) request(r *ssh.Request) {
 		ch.forward(r)
 	case "env":
 		var p struct{ Name, Value string }
-		if ssh.Unmarshal(r.Payload, &p) != nil || !envAllowed(c.s.cfg.EnvAllow, p.Name) {
+		if ssh.Unmarshal(r.Payload, &p) != nil || len(p.Name) > maxEnvName || len(p.Value) > maxEnvValue ||
+			!envAllowed(c.s.cfg.EnvAllow, p.Name) {
 			refuse(r)
 			return
 		}
