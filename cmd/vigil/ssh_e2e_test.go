@@ -2,14 +2,19 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +24,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/vigil-pam/vigil/internal/sshdtest"
 	"golang.org/x/crypto/ssh"
 )
@@ -683,5 +691,51 @@ func TestSSHGatewayConvenienceAndMalformedRequests(t *testing.T) {
 	}
 	if _, err := c.Dial("tcp", "127.0.0.1:22"); err == nil {
 		t.Fatal("port forwarding without the forward action was allowed")
+	}
+}
+
+// TestSSHGatewayIdentityProviderRoles: an identity provider's token logs
+// in directly, with the stored grants of its roles, each checked at the
+// connection for its time window and source networks.
+func TestSSHGatewayIdentityProviderRoles(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pub, _ := jwk.PublicKeyOf(key.Public())
+	pub.Set(jwk.KeyIDKey, "idp-1")
+	pub.Set(jwk.AlgorithmKey, jwa.ES256())
+	set := jwk.NewSet()
+	set.AddKey(pub)
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(set) }))
+	defer idp.Close()
+	const iss = "https://idp.example.test/"
+	f := newGatewayFixture(t, fmt.Sprintf("issuers:\n  - issuer: %s\n    jwks_url: %s/jwks\n    audience: vigil-ext\n    roles_claim: groups\n", iss, idp.URL))
+	s := f.s
+	// A window that is closed now: two hours from now, for an hour.
+	from := time.Now().UTC().Add(2 * time.Hour).Hour()
+	window := fmt.Sprintf("* %02d:00-%02d:00 UTC", from, (from+1)%24)
+	s.must("", "grant", "add", "--role", "night-ops", "--target", "web1", "--login", "root", "--actions", "exec", "--window", window)
+	s.must("", "grant", "add", "--role", "remote", "--target", "web1", "--login", "root", "--actions", "exec", "--from", "10.0.0.0/8")
+	s.must("", "grant", "add", "--role", "dev", "--target", "web1", "--login", "root", "--actions", "exec")
+	idpToken := func(group string) string {
+		now := time.Now()
+		b, _ := json.Marshal(map[string]any{"iss": iss, "sub": "okta|" + group, "aud": "vigil-ext", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "groups": []string{group}})
+		hdr := jws.NewHeaders()
+		hdr.Set(jws.KeyIDKey, "idp-1")
+		tok, err := jws.Sign(b, jws.WithKey(jwa.ES256(), key, jws.WithProtectedHeaders(hdr)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(tok)
+	}
+	if out, errOut, code := run(t, s.sshCmd(idpToken("dev"), "ssh", "root@web1@127.0.0.1", "echo idp-ok"), ""); out != "idp-ok\n" || code != 0 {
+		t.Fatalf("IdP user with an open role grant: %q %q %d", out, errOut, code)
+	}
+	for _, group := range []string{"night-ops", "remote"} {
+		if _, errOut, code := run(t, s.sshCmd(idpToken(group), "ssh", "root@web1@127.0.0.1", "true"), ""); code != 255 || !strings.Contains(errOut, "Permission denied") {
+			t.Fatalf("%s: code %d %q, want a denial", group, code, errOut)
+		}
+	}
+	auths := s.must("", "audit", "search", "--type", "ssh.auth", "-o", "json")
+	if strings.Count(auths, `"reason": "no_grant"`) < 2 {
+		t.Fatalf("outside-window and wrong-source denials not audited as no_grant: %s", auths)
 	}
 }
