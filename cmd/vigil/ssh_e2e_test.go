@@ -739,3 +739,17 @@ func TestSSHGatewayIdentityProviderRoles(t *testing.T) {
 		t.Fatalf("outside-window and wrong-source denials not audited as no_grant: %s", auths)
 	}
 }
+
+// TestSSHGatewayForwarding: with the forward action, `ssh -W` reaches a
+// port through the target, and the destination is audited.
+func TestSSHGatewayForwarding(t *testing.T) {
+	f := newGatewayFixture(t, "")
+	tok := f.token(t, "--grant", "web1:root:forward")
+	term := startTerminal(t, f.s.sshCmd(tok, "ssh", "-W", f.sshd.Addr, "root@web1@127.0.0.1"))
+	term.waitFor("SSH-2.0-OpenSSH") // the target's sshd, reached through the forward
+	term.in.Close()
+	term.wait()
+	if evs := f.s.must("", "audit", "search", "--type", "ssh.forward", "-o", "json"); !strings.Contains(evs, f.sshd.Addr) {
+		t.Fatalf("forward not audited: %s", evs)
+	}
+}
