@@ -753,3 +753,53 @@ func TestSSHGatewayForwarding(t *testing.T) {
 		t.Fatalf("forward not audited: %s", evs)
 	}
 }
+
+// waitActive waits (bounded) until n sessions are live.
+func (s *server) waitActive(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(s.must("", "sessions", "ls", "--active", "-o", "json"), `"state": "active"`) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d live sessions", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestSSHGatewayLocksAndRevocation: a lock refuses new sessions and ends
+// the live ones; revoking a token ends its live sessions.
+func TestSSHGatewayLocksAndRevocation(t *testing.T) {
+	f := newGatewayFixture(t, "")
+	s := f.s
+	tok := f.token(t, "--grant", "web1:root:exec")
+	live := startTerminal(t, s.sshCmd(tok, "ssh", "root@web1@127.0.0.1", "echo started; sleep 120; echo finished"))
+	live.waitFor("started")
+	s.waitActive(t, 1)
+	if out := s.must("", "lock", "add", "--user", "alice", "--reason", "incident 42"); !strings.Contains(out, "ended 1 live sessions") {
+		t.Fatalf("lock add: %s", out)
+	}
+	if code := live.wait(); code == 0 || strings.Contains(live.output(), "finished") || !strings.Contains(live.output(), "[vigil] session ended: locked: incident 42") {
+		t.Fatalf("locked live session: code %d output %q", code, live.output())
+	}
+	if _, errOut, code := run(t, s.sshCmd(tok, "ssh", "root@web1@127.0.0.1", "true"), ""); code != 255 || !strings.Contains(errOut, "Permission denied") {
+		t.Fatalf("new session of a locked user: %d %q", code, errOut)
+	}
+	if out := s.must("", "audit", "search", "--type", "ssh.auth", "-o", "json"); !strings.Contains(out, `"reason": "locked"`) {
+		t.Fatal("no ssh.auth denial with reason locked")
+	}
+	ls := s.must("", "lock", "ls")
+	id := strings.Fields(strings.Split(strings.TrimSpace(ls), "\n")[1])[0]
+	s.must("", "lock", "rm", id)
+	if out, _, code := run(t, s.sshCmd(tok, "ssh", "root@web1@127.0.0.1", "echo unlocked"), ""); code != 0 || out != "unlocked\n" {
+		t.Fatalf("after the lock was removed: %d %q", code, out)
+	}
+
+	// Revoking the token ends the session opened with it.
+	live = startTerminal(t, s.sshCmd(tok, "ssh", "root@web1@127.0.0.1", "echo started; sleep 120; echo finished"))
+	live.waitFor("started")
+	s.waitActive(t, 1)
+	s.must("", "token", "revoke", jti(t, s, tok), "--reason", "laptop stolen")
+	if code := live.wait(); code == 0 || !strings.Contains(live.output(), "the token was revoked: laptop stolen") {
+		t.Fatalf("revoked token's live session: code %d output %q", code, live.output())
+	}
+}

@@ -37,7 +37,10 @@ type Server struct {
 	Grants      *policy.Grants
 	Vault       *vault.Vault
 	Sessions    *session.Store
-	Audit       *audit.Log
+	Locks       *policy.Locks
+	// Live ends live sessions (locks, revocation).
+	Live  LiveSessions
+	Audit *audit.Log
 	// Issuer is Vigil's own "iss", the default issuer of revocations.
 	Issuer string
 	// Gatherer serves /metrics.
@@ -68,6 +71,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/targets", s.admin(s.listTargets))
 	mux.Handle("POST /api/v1/targets", s.admin(s.addTarget))
 	mux.Handle("DELETE /api/v1/targets/{name}", s.admin(s.removeTarget))
+	mux.Handle("GET /api/v1/locks", s.admin(s.listLocks))
+	mux.Handle("POST /api/v1/locks", s.admin(s.addLock))
+	mux.Handle("DELETE /api/v1/locks/{id}", s.admin(s.removeLock))
 	mux.Handle("GET /api/v1/sessions", s.admin(s.listSessions))
 	mux.Handle("GET /api/v1/sessions/{id}", s.admin(s.getSession))
 	mux.Handle("GET /api/v1/sessions/{id}/recording", s.admin(s.sessionRecording))

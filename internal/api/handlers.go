@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vigil-pam/vigil/internal/audit"
+	"github.com/vigil-pam/vigil/internal/gateway/sshgw"
 	"github.com/vigil-pam/vigil/internal/policy"
 	"github.com/vigil-pam/vigil/internal/token"
 )
@@ -142,6 +143,14 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 	}
 	if !s.record(w, r, "token.revoke", "", map[string]any{"jti": in.JTI, "iss": in.Issuer, "reason": in.Reason}) {
 		return
+	}
+	// Live sessions opened with the token end now.
+	if s.Live != nil {
+		reason := "the token was revoked"
+		if in.Reason != "" {
+			reason += ": " + in.Reason
+		}
+		s.Live.EndMatching(func(si sshgw.SessionInfo) bool { return si.Issuer == in.Issuer && si.JTI == in.JTI }, reason, rev.RevokedBy)
 	}
 	writeJSON(w, http.StatusOK, rev)
 }

@@ -169,3 +169,54 @@ func TestAuthorizeIssue(t *testing.T) {
 		})
 	}
 }
+
+func TestLocks(t *testing.T) {
+	db, err := store.Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "v.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	now := time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)
+	ls := NewLocks(db, func() time.Time { return now })
+	if _, err := ls.Add(ctx, Lock{Subject: "alice", Reason: "incident"}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	perm, err := ls.Add(ctx, Lock{Target: "db1", Reason: "maintenance"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []Lock{{Reason: "x"}, {Subject: "a", Target: "b", Reason: "x"}, {Subject: "a"}} {
+		if _, err := ls.Add(ctx, bad, 0); err == nil {
+			t.Errorf("Add(%+v): got nil error", bad)
+		}
+	}
+	tests := []struct {
+		user, target string
+		advance      time.Duration
+		want         string // reason, "" for none
+	}{
+		{"alice", "web1", 0, "incident"},
+		{"bob", "db1", 0, "maintenance"},
+		{"bob", "web1", 0, ""},
+		{"alice", "web1", 2 * time.Hour, ""}, // the 1h lock lapsed
+		{"bob", "db1", 0, "maintenance"},     // the permanent one did not
+	}
+	for _, tc := range tests {
+		now = now.Add(tc.advance)
+		l, err := ls.Locked(ctx, tc.user, tc.target)
+		got := ""
+		if l != nil {
+			got = l.Reason
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("Locked(%s, %s): got %q %v, want %q", tc.user, tc.target, got, err, tc.want)
+		}
+	}
+	if err := ls.Remove(ctx, perm.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := ls.Remove(ctx, perm.ID); !errors.Is(err, ErrNoLock) {
+		t.Fatalf("second remove: %v", err)
+	}
+}

@@ -96,6 +96,16 @@ var migrations = []string{
 		commands    TEXT NOT NULL
 	);
 	CREATE INDEX sessions_started ON sessions (started_at);`,
+	// 3: locks on users and targets.
+	`CREATE TABLE locks (
+		id         TEXT PRIMARY KEY,
+		subject    TEXT NOT NULL,
+		target     TEXT NOT NULL,
+		reason     TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		expires_at BIGINT NOT NULL,
+		created_by TEXT NOT NULL
+	);`,
 }
 
 // SchemaVersion is the schema version this binary migrates to.

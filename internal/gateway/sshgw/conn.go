@@ -74,6 +74,10 @@ type conn struct {
 
 func newConn(ctx context.Context, s *Server, sc *ssh.ServerConn, info *authResult) *conn {
 	c := &conn{s: s, sc: sc, info: info, chans: map[*channel]struct{}{}}
+	// The record's identity is fixed before the connection is registered
+	// (EndMatching reads it from other goroutines).
+	c.sess = &session.Session{ID: session.NewID(), Kind: "ssh", User: info.id.Claims.Subject, JTI: info.id.Claims.ID,
+		Target: info.target.Name, Login: info.login, Source: info.source.String(), StartedAt: s.cfg.Now()}
 	c.ctx, c.stop = context.WithCancelCause(ctx)
 	c.exitStatus.Store(-1)
 	c.touch()
@@ -100,10 +104,8 @@ func (c *conn) audit(typ string, data map[string]any) error {
 // terminated, then ends the session.
 func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	go ssh.DiscardRequests(reqs)
-	now := c.s.cfg.Now()
+	now := c.sess.StartedAt
 	t := c.info.target
-	c.sess = &session.Session{ID: session.NewID(), Kind: "ssh", User: c.info.id.Claims.Subject, JTI: c.info.id.Claims.ID,
-		Target: t.Name, Login: c.info.login, Source: c.info.source.String(), StartedAt: now}
 
 	// Nothing reaches the target unless the session is recorded and its
 	// start is on record.

@@ -70,7 +70,9 @@ type Config struct {
 	Vault    *vault.Vault
 	// Grants resolves stored role and user grants for tokens of external
 	// identity providers, which carry no grants themselves.
-	Grants   *policy.Grants
+	Grants *policy.Grants
+	// Locks bars users and targets; nil means no locks (tests).
+	Locks    *policy.Locks
 	Sessions *session.Store
 	Audit    audit.Sink
 	// RecordingsDir is where recordings are written.
@@ -211,6 +213,37 @@ func (s *Server) closeAll(cause error) {
 	wg.Wait()
 }
 
+// SessionInfo identifies a live session for EndMatching.
+type SessionInfo struct {
+	ID, User, Target, Issuer, JTI string
+}
+
+// EndMatching ends every live session for which match is true, telling
+// its user why (reason) and recording who ended it (by). It returns how
+// many it ended. Locks and token revocation use it.
+func (s *Server) EndMatching(match func(SessionInfo) bool, reason, by string) int {
+	s.mu.Lock()
+	var hit []*conn
+	for c := range s.conns {
+		info := SessionInfo{ID: c.sess.ID, User: c.info.id.Claims.Subject, Target: c.info.target.Name,
+			Issuer: c.info.id.Claims.Issuer, JTI: c.info.id.Claims.ID}
+		if match(info) {
+			hit = append(hit, c)
+		}
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range hit {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.terminate(&Ended{Reason: reason, By: by})
+		}()
+	}
+	wg.Wait()
+	return len(hit)
+}
+
 // authResult is what authentication hands to the connection.
 type authResult struct {
 	id     *token.Identity
@@ -291,6 +324,15 @@ func (s *Server) authenticate(md ssh.ConnMetadata, raw string) (*ssh.Permissions
 	}
 	if t.Login != g.Login {
 		return deny("no_credential", fmt.Sprintf("target %s has no credential for login %s", t.Name, g.Login), id)
+	}
+	if s.cfg.Locks != nil {
+		lock, err := s.cfg.Locks.Locked(ctx, id.Claims.Subject, t.Name)
+		if err != nil {
+			return deny("locks_unavailable", err.Error(), id)
+		}
+		if lock != nil {
+			return deny("locked", lock.ID+": "+lock.Reason, id)
+		}
 	}
 	if err := s.cfg.Audit.Append(ctx, audit.Event{Type: "ssh.auth", Actor: id.Claims.Subject, Target: t.Name, Source: source.String(),
 		Data: map[string]any{"outcome": "allowed", "login": g.Login, "jti": id.Claims.ID, "actions": g.Actions}}); err != nil {
