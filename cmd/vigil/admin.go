@@ -126,22 +126,7 @@ the source network (CIDR, repeatable).`,
 			return []string{"ID", "WHO", "TARGET", "LOGIN", "ACTIONS", "MAX TTL", "WINDOW", "FROM"}, rows
 		})
 	}
-	rm := &cobra.Command{
-		Use:   "rm ID",
-		Short: "Remove a grant",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
-			if err := c.call(cmd.Context(), "DELETE", "/api/v1/grants/"+url.PathEscape(args[0]), nil, nil); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[0])
-			return nil
-		},
-	}
+	rm := newRemoveCmd("grant", "/api/v1/grants/")
 	cmd.AddCommand(add, ls, rm)
 	return cmd
 }

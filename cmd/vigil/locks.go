@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net/url"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -57,22 +56,7 @@ says "locked"), and live ones end at once with the reason shown to the user.`,
 			return []string{"ID", "LOCKS", "REASON", "SINCE", "UNTIL", "BY"}, rows
 		})
 	}
-	rm := &cobra.Command{
-		Use:   "rm ID",
-		Short: "Remove a lock",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
-			if err := c.call(cmd.Context(), "DELETE", "/api/v1/locks/"+url.PathEscape(args[0]), nil, nil); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[0])
-			return nil
-		},
-	}
+	rm := newRemoveCmd("lock", "/api/v1/locks/")
 	cmd.AddCommand(add, ls, rm)
 	return cmd
 }

@@ -110,22 +110,7 @@ checks it.`,
 			return []string{"NAME", "KIND", "ADDR", "LOGIN", "AUTH", "HOST KEY", "LABELS"}, rows
 		})
 	}
-	rm := &cobra.Command{
-		Use:   "rm NAME",
-		Short: "Remove a target and its credential",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
-			if err := c.call(cmd.Context(), "DELETE", "/api/v1/targets/"+url.PathEscape(args[0]), nil, nil); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[0])
-			return nil
-		},
-	}
+	rm := newRemoveCmd("target and its credential", "/api/v1/targets/")
 	cmd.AddCommand(add, ls, rm)
 	return cmd
 }

@@ -193,24 +193,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-// closeAll ends every live session at once: each termination may wait a
-// moment for its client, so they run concurrently.
+// closeAll ends every live session (at shutdown).
 func (s *Server) closeAll(cause error) {
-	s.mu.Lock()
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.terminate(&Ended{Reason: "gateway shutting down", Cause: cause})
-		}()
-	}
-	wg.Wait()
+	s.end(func(SessionInfo) bool { return true }, &Ended{Reason: "gateway shutting down", Cause: cause})
 }
 
 // SessionInfo identifies a live session for EndMatching.
@@ -222,6 +207,12 @@ type SessionInfo struct {
 // its user why (reason) and recording who ended it (by). It returns how
 // many it ended. Locks and token revocation use it.
 func (s *Server) EndMatching(match func(SessionInfo) bool, reason, by string) int {
+	return s.end(match, &Ended{Reason: reason, By: by})
+}
+
+// end terminates the matching sessions concurrently (each termination may
+// wait a moment for its client) and returns how many there were.
+func (s *Server) end(match func(SessionInfo) bool, e *Ended) int {
 	s.mu.Lock()
 	var hit []*conn
 	for c := range s.conns {
@@ -237,7 +228,7 @@ func (s *Server) EndMatching(match func(SessionInfo) bool, reason, by string) in
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.terminate(&Ended{Reason: reason, By: by})
+			c.terminate(e)
 		}()
 	}
 	wg.Wait()
