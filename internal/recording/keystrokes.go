@@ -1,6 +1,9 @@
 package recording
 
-import "time"
+import (
+	"bytes"
+	"time"
+)
 
 // InputSink receives input events once their echo is decided.
 type InputSink interface {
@@ -124,7 +127,7 @@ func (k *Keystrokes) Input(t time.Time, p []byte) error {
 func (k *Keystrokes) Output(p []byte) error {
 	released := 0 // pending entries decided as echoed
 	next := k.nextPrintable(0)
-	for _, b := range p {
+	for i, b := range p {
 		prev := k.prevOut
 		k.prevOut = b
 		// Escape sequences and control bytes are never an echo of a
@@ -134,7 +137,8 @@ func (k *Keystrokes) Output(p []byte) error {
 			continue
 		}
 		if next < 0 {
-			break // nothing left to match
+			k.skipOutput(p[i+1:]) // nothing left to match
+			break
 		}
 		if b == k.pending[next].b {
 			released = next + 1
@@ -152,11 +156,31 @@ func (k *Keystrokes) Output(p []byte) error {
 		}
 		released, next = 0, k.nextPrintable(0)
 		if next < 0 || b != k.pending[next].b {
+			k.skipOutput(p[i+1:])
 			return nil
 		}
 		released, next = next+1, k.nextPrintable(next+1)
 	}
 	return k.release(released, false)
+}
+
+// skipOutput keeps the output state right across bytes that need no
+// matching, cheaply: an escape sequence in progress is finished, and then
+// only the last ESC of the rest can leave one open.
+func (k *Keystrokes) skipOutput(rest []byte) {
+	if len(rest) == 0 {
+		return
+	}
+	k.prevOut = rest[len(rest)-1]
+	for len(rest) > 0 && k.outEsc != escNone {
+		k.outEsc.step(rest[0])
+		rest = rest[1:]
+	}
+	if i := bytes.LastIndexByte(rest, 0x1b); i >= 0 {
+		for _, b := range rest[i:] {
+			k.outEsc.step(b)
+		}
+	}
 }
 
 // nextPrintable returns the index of the first held printable at or after

@@ -38,6 +38,8 @@ func TestKeystrokesMasking(t *testing.T) {
 		{"utf-8 echoed", []step{{in: "é"}, {out: "é"}}, "é"},
 		{"utf-8 unechoed", []step{{in: "é\r"}, {out: "\r\n"}}, "**\r"},
 		{"bell before echo", []step{{in: "x"}, {out: "\ax"}}, "x"},
+		{"escape split across output chunks", []step{{out: "prompt \x1b[3"}, {in: "x"}, {out: "1mx"}}, "x"},
+		{"escape split after a long unwatched chunk", []step{{out: strings.Repeat("text ", 100) + "\x1b]0;ti"}, {in: "y"}, {out: "tle\ay"}}, "y"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
