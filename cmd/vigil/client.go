@@ -52,36 +52,48 @@ func newClient() (*client, error) {
 	return &client{addr: addr, token: tok, http: &http.Client{Timeout: clientTimeout}}, nil
 }
 
-// call sends in (when not nil) as JSON and decodes the answer into out.
-// API errors come back as "message (HTTP status)".
-func (c *client) call(ctx context.Context, method, path string, in, out any) error {
+// send makes an API request with in (when not nil) as its JSON body, on
+// hc, and returns the response; an API error comes back as "message (HTTP
+// status)" with the body closed.
+func (c *client) send(ctx context.Context, hc *http.Client, method, path string, in any) (*http.Response, error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.addr+path, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach vigil at %s: %w", c.addr, err)
+		return nil, fmt.Errorf("cannot reach vigil at %s: %w", c.addr, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return nil, apiError(resp.StatusCode, b, path)
+	}
+	return resp, nil
+}
+
+// call sends in (when not nil) as JSON and decodes the answer into out.
+func (c *client) call(ctx context.Context, method, path string, in, out any) error {
+	resp, err := c.send(ctx, c.http, method, path, in)
+	if err != nil {
+		return err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return fmt.Errorf("read response: %w", err)
-	}
-	if resp.StatusCode >= 300 {
-		return apiError(resp.StatusCode, b, path)
 	}
 	if out != nil {
 		if raw, ok := out.(*json.RawMessage); ok {
@@ -104,12 +116,6 @@ func apiError(status int, body []byte, path string) error {
 		return fmt.Errorf("%s (HTTP %d)", e.Error.Message, status)
 	}
 	return fmt.Errorf("HTTP %d from %s", status, path)
-}
-
-// errorFrom reads an error response.
-func (c *client) errorFrom(resp *http.Response) error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return apiError(resp.StatusCode, b, resp.Request.URL.Path)
 }
 
 // outputFlag adds -o/--output to a listing command.

@@ -149,19 +149,10 @@ func fetchRecording(ctx context.Context, id string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, "GET", c.addr+"/api/v1/sessions/"+url.PathEscape(id)+"/recording", nil)
+	// Recordings can be large: no overall timeout, the context rules.
+	resp, err := c.send(ctx, &http.Client{}, "GET", "/api/v1/sessions/"+url.PathEscape(id)+"/recording", nil)
 	if err != nil {
 		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	// Recordings can be large: no overall timeout, the context rules.
-	resp, err := (&http.Client{}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach vigil at %s: %w", c.addr, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer resp.Body.Close()
-		return nil, c.errorFrom(resp)
 	}
 	return resp.Body, nil
 }

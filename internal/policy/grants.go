@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -58,6 +59,44 @@ func (g *Grant) Validate() error {
 		}
 	}
 	return nil
+}
+
+// OpenAt reports whether the grant's window is open at now and, if so,
+// when the opening ends (zero: no window). A grant whose window does not
+// parse is never open (stored grants are validated; this is defence).
+func (g *Grant) OpenAt(now time.Time) (bool, time.Time) {
+	w, err := ParseWindow(g.Window)
+	if err != nil {
+		return false, time.Time{}
+	}
+	return w.Open(now)
+}
+
+// AllowsSource reports whether addr lies in the grant's source networks
+// (no networks: anywhere).
+func (g *Grant) AllowsSource(addr netip.Addr) bool {
+	if len(g.From) == 0 {
+		return true
+	}
+	for _, c := range g.From {
+		if p, err := netip.ParsePrefix(c); err == nil && p.Contains(addr.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
+// Usable returns, as token grants, the stored grants usable at now from
+// source: the grants of an identity provider's user, checked at connection.
+func Usable(stored []Grant, source netip.Addr, now time.Time) []token.Grant {
+	var out []token.Grant
+	for i := range stored {
+		g := &stored[i]
+		if open, _ := g.OpenAt(now); open && g.AllowsSource(source) {
+			out = append(out, token.Grant{Target: g.Target, Login: g.Login, Actions: g.Actions})
+		}
+	}
+	return out
 }
 
 // Grants is the grant store.
@@ -128,7 +167,7 @@ func (s *Grants) ForIdentity(ctx context.Context, sub string, roles []string) ([
 	}
 	out := all[:0]
 	for _, g := range all {
-		if g.Subject == sub || (g.Role != "" && contains(roles, g.Role)) {
+		if g.Subject == sub || (g.Role != "" && slices.Contains(roles, g.Role)) {
 			out = append(out, g)
 		}
 	}
@@ -168,13 +207,4 @@ func splitList(s string) []string {
 		return nil
 	}
 	return strings.Split(s, ",")
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/vigil-pam/vigil/internal/token"
@@ -121,11 +122,7 @@ func findGrant(stored []Grant, target, login, action string, now time.Time) (*Gr
 		if !(token.Grant{Target: g.Target, Login: g.Login, Actions: g.Actions}).Allows(target, login, action) {
 			continue
 		}
-		w, err := ParseWindow(g.Window)
-		if err != nil {
-			continue // stored grants are validated; an unparseable one allows nothing
-		}
-		open, until := w.Open(now)
+		open, until := g.OpenAt(now)
 		if !open {
 			why = " at this time (window " + g.Window + ")"
 			continue
@@ -169,7 +166,7 @@ func sameSet(a, b []string) bool {
 		return false
 	}
 	for _, x := range a {
-		if !contains(b, x) {
+		if !slices.Contains(b, x) {
 			return false
 		}
 	}

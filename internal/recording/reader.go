@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -25,12 +24,55 @@ type Event struct {
 	Data string
 }
 
+// decoder reads asciicast v2 lines from a plain stream: the header, then
+// one event per Next. Reader (over a stored, compressed recording) and
+// Play (over an exported one) share it.
+type decoder struct {
+	sc *bufio.Scanner
+}
+
+func newDecoder(r io.Reader) (*decoder, Header, error) {
+	d := &decoder{sc: bufio.NewScanner(r)}
+	d.sc.Buffer(make([]byte, 64<<10), maxLine)
+	var hdr Header
+	if !d.sc.Scan() {
+		if err := d.sc.Err(); err != nil {
+			return nil, hdr, fmt.Errorf("recording: no header: %w", err)
+		}
+		return nil, hdr, errors.New("recording: empty recording")
+	}
+	if err := json.Unmarshal(d.sc.Bytes(), &hdr); err != nil || hdr.Version != 2 {
+		return nil, hdr, errors.New("recording: not an asciicast v2 recording")
+	}
+	return d, hdr, nil
+}
+
+// Next returns the next event, or io.EOF at the end. A recording cut short
+// (a crash before Close) ends after its last complete event.
+func (d *decoder) Next() (Event, error) {
+	if !d.sc.Scan() {
+		if err := d.sc.Err(); err != nil {
+			return Event{}, fmt.Errorf("recording: %w", err)
+		}
+		return Event{}, io.EOF
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(d.sc.Bytes(), &raw); err != nil || len(raw) != 3 {
+		return Event{}, errors.New("recording: malformed event line")
+	}
+	var ev Event
+	if json.Unmarshal(raw[0], &ev.Time) != nil || json.Unmarshal(raw[1], &ev.Code) != nil || json.Unmarshal(raw[2], &ev.Data) != nil {
+		return Event{}, errors.New("recording: malformed event line")
+	}
+	return ev, nil
+}
+
 // Reader reads a recording written by Writer.
 type Reader struct {
+	*decoder
 	Header Header
 	f      *os.File
 	gz     *gzip.Reader
-	sc     *bufio.Scanner
 }
 
 // Open opens the recording at path and reads its header.
@@ -44,45 +86,12 @@ func Open(path string) (*Reader, error) {
 		f.Close()
 		return nil, fmt.Errorf("recording: %s is not a compressed recording: %w", path, err)
 	}
-	r := &Reader{f: f, gz: gz, sc: bufio.NewScanner(gz)}
-	r.sc.Buffer(make([]byte, 64<<10), maxLine)
-	if !r.sc.Scan() {
+	r := &Reader{f: f, gz: gz}
+	if r.decoder, r.Header, err = newDecoder(gz); err != nil {
 		r.Close()
-		return nil, fmt.Errorf("recording: %s has no header: %v", path, r.err())
-	}
-	if err := json.Unmarshal(r.sc.Bytes(), &r.Header); err != nil || r.Header.Version != 2 {
-		r.Close()
-		return nil, fmt.Errorf("recording: %s: bad asciicast v2 header", path)
+		return nil, fmt.Errorf("%w (%s)", err, path)
 	}
 	return r, nil
-}
-
-func (r *Reader) err() error {
-	if err := r.sc.Err(); err != nil {
-		return err
-	}
-	return io.ErrUnexpectedEOF
-}
-
-// Next returns the next event, or io.EOF at the end. A recording cut short
-// (a crash before Close) ends with io.ErrUnexpectedEOF after its last
-// complete event.
-func (r *Reader) Next() (Event, error) {
-	if !r.sc.Scan() {
-		if err := r.sc.Err(); err != nil {
-			return Event{}, fmt.Errorf("recording: %w", err)
-		}
-		return Event{}, io.EOF
-	}
-	var raw []json.RawMessage
-	if err := json.Unmarshal(r.sc.Bytes(), &raw); err != nil || len(raw) != 3 {
-		return Event{}, errors.New("recording: malformed event line")
-	}
-	var ev Event
-	if json.Unmarshal(raw[0], &ev.Time) != nil || json.Unmarshal(raw[1], &ev.Code) != nil || json.Unmarshal(raw[2], &ev.Data) != nil {
-		return Event{}, errors.New("recording: malformed event line")
-	}
-	return ev, nil
 }
 
 // Close releases the file.
@@ -113,49 +122,38 @@ func Export(path string, w io.Writer) error {
 // recorded pace divided by speed (0 means as fast as possible), pausing at
 // most maxIdle between events (0: no cap). It stops when ctx ends.
 func Play(ctx context.Context, in io.Reader, w io.Writer, speed float64, maxIdle time.Duration) error {
-	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 64<<10), maxLine)
-	if !sc.Scan() {
-		return errors.New("recording: empty recording")
-	}
-	var hdr Header
-	if err := json.Unmarshal(sc.Bytes(), &hdr); err != nil || hdr.Version != 2 {
-		return errors.New("recording: not an asciicast v2 recording")
+	d, _, err := newDecoder(in)
+	if err != nil {
+		return err
 	}
 	last := 0.0
-	for sc.Scan() {
-		var raw []json.RawMessage
-		if err := json.Unmarshal(sc.Bytes(), &raw); err != nil || len(raw) != 3 {
-			return errors.New("recording: malformed event line")
+	for {
+		ev, err := d.Next()
+		if err == io.EOF {
+			return nil
 		}
-		var t float64
-		var code, data string
-		json.Unmarshal(raw[0], &t)
-		json.Unmarshal(raw[1], &code)
-		json.Unmarshal(raw[2], &data)
-		if code != CodeOutput {
+		if err != nil {
+			return err
+		}
+		if ev.Code != CodeOutput {
 			continue
 		}
 		if speed > 0 {
-			d := time.Duration((t - last) / speed * float64(time.Second))
-			if maxIdle > 0 && d > maxIdle {
-				d = maxIdle
+			pause := time.Duration((ev.Time - last) / speed * float64(time.Second))
+			if maxIdle > 0 && pause > maxIdle {
+				pause = maxIdle
 			}
-			if d > 0 {
+			if pause > 0 {
 				select {
 				case <-ctx.Done():
 					return ctx.Err()
-				case <-time.After(d):
+				case <-time.After(pause):
 				}
 			}
 		}
-		last = t
-		if _, err := io.WriteString(w, data); err != nil {
+		last = ev.Time
+		if _, err := io.WriteString(w, ev.Data); err != nil {
 			return err
 		}
 	}
-	if err := sc.Err(); err != nil && !strings.Contains(err.Error(), "unexpected EOF") {
-		return fmt.Errorf("recording: %w", err)
-	}
-	return nil
 }

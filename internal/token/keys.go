@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"fmt"
+	"slices"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
@@ -165,7 +166,7 @@ func keysFromJWKS(set []jwk.Key, pinned []string) (map[string]*verifyKey, []stri
 			skip(err.Error())
 			continue
 		}
-		if len(pinned) > 0 && !contains(pinned, alg) {
+		if len(pinned) > 0 && !slices.Contains(pinned, alg) {
 			skip("algorithm " + alg + " is not in the issuer's algorithms")
 			continue
 		}
@@ -178,13 +179,4 @@ func keysFromJWKS(set []jwk.Key, pinned []string) (map[string]*verifyKey, []stri
 		keys[kid] = &verifyKey{kid: kid, alg: alg, pub: pub}
 	}
 	return keys, skipped
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

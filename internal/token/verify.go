@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -336,7 +337,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, source netip.Addr, a 
 		id.Roles = roles
 		id.Claims.Grants, id.Claims.Roles, id.Claims.BreakGlass = nil, nil, false
 		for _, r := range roles {
-			if contains(remote.cfg.AdminRoles, r) {
+			if slices.Contains(remote.cfg.AdminRoles, r) {
 				id.Admin = true
 			}
 		}
@@ -344,7 +345,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, source netip.Addr, a 
 		id.Roles = claims.Roles
 		id.Admin = claims.HasRole(RoleAdmin)
 	}
-	if !contains(claims.Audience, audience) {
+	if !slices.Contains(claims.Audience, audience) {
 		return nil, fail(ReasonAudience, "aud %v does not include %q", []string(claims.Audience), audience)
 	}
 	if err := v.checkTime(claims, lifetime); err != nil {

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"net"
 	"regexp"
-	"sort"
 	"strings"
 	"time"
 
@@ -242,7 +241,6 @@ func (v *Vault) List(ctx context.Context) ([]Target, error) {
 		}
 		out = append(out, v.withFingerprint(t))
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, rows.Err()
 }
 

@@ -291,7 +291,7 @@ func (s *Server) authenticate(md ssh.ConnMetadata, raw string) (*ssh.Permissions
 		if err != nil {
 			return deny("grants_unavailable", err.Error(), id)
 		}
-		grants = openGrants(stored, source, s.cfg.Now())
+		grants = policy.Usable(stored, source, s.cfg.Now())
 	}
 	var mine []token.Grant
 	for _, g := range grants {
@@ -330,32 +330,6 @@ func (s *Server) authenticate(md ssh.ConnMetadata, raw string) (*ssh.Permissions
 		return deny("audit_unavailable", err.Error(), id)
 	}
 	return &ssh.Permissions{ExtraData: map[any]any{authKey{}: &authResult{id: id, target: t, login: g.Login, grant: g, source: source}}}, nil
-}
-
-// openGrants turns stored grants into token grants usable now from source.
-func openGrants(stored []policy.Grant, source netip.Addr, now time.Time) []token.Grant {
-	var out []token.Grant
-	for _, g := range stored {
-		if w, err := policy.ParseWindow(g.Window); err != nil {
-			continue
-		} else if open, _ := w.Open(now); !open {
-			continue
-		}
-		if len(g.From) > 0 && !inAny(g.From, source) {
-			continue
-		}
-		out = append(out, token.Grant{Target: g.Target, Login: g.Login, Actions: g.Actions})
-	}
-	return out
-}
-
-func inAny(cidrs []string, a netip.Addr) bool {
-	for _, c := range cidrs {
-		if p, err := netip.ParsePrefix(c); err == nil && p.Contains(a.Unmap()) {
-			return true
-		}
-	}
-	return false
 }
 
 // splitUser splits "LOGIN@TARGET" (LOGIN may itself contain '@' only if
