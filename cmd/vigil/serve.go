@@ -250,7 +250,8 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		return err
 	}
 	locks := policy.NewLocks(db, nil)
-	gw, err := sshgw.New(sshgw.Config{HostKey: hostKey, Verifier: verifier, Vault: vlt, Grants: grants, Locks: locks, Sessions: sessions,
+	live := session.NewRegistry(nil)
+	gw, err := sshgw.New(sshgw.Config{HostKey: hostKey, Verifier: verifier, Vault: vlt, Grants: grants, Locks: locks, Sessions: sessions, Live: live,
 		Audit: auditLog, RecordingsDir: recDir, Log: log, HandshakeTimeout: cfg.SSH.HandshakeTimeout,
 		IdleTimeout: cfg.SSH.IdleTimeout, Keepalive: cfg.SSH.Keepalive,
 		ExpiryWarning: cfg.SSH.ExpiryWarning, EnvAllow: cfg.SSH.EnvAllow, Ciphers: cfg.SSH.Ciphers})
@@ -258,7 +259,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		return err
 	}
 	srv := &api.Server{Verifier: verifier, Signer: signer, Keyring: kr, Revocations: revs, Grants: grants, Vault: vlt,
-		Sessions: sessions, Locks: locks, Live: gw, Audit: auditLog, Issuer: cfg.Token.Issuer, Gatherer: reg, Log: log, Now: time.Now}
+		Sessions: sessions, Locks: locks, Live: live, Audit: auditLog, Issuer: cfg.Token.Issuer, Gatherer: reg, Log: log, Now: time.Now}
 	sshLn, err := net.Listen("tcp", cfg.SSHAddr)
 	if err != nil {
 		return fmt.Errorf("ssh: %w", err)

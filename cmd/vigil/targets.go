@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/vigil-pam/vigil/internal/api"
 	"github.com/vigil-pam/vigil/internal/recording"
-	"github.com/vigil-pam/vigil/internal/session"
 	"github.com/vigil-pam/vigil/internal/vault"
 )
 
@@ -116,7 +115,7 @@ checks it.`,
 }
 
 func newSessionsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "sessions", Short: "List sessions"}
+	cmd := &cobra.Command{Use: "sessions", Short: "List, watch, pause, resume and terminate sessions"}
 	var active bool
 	ls := &cobra.Command{Use: "ls", Short: "List sessions, newest first", Args: cobra.NoArgs}
 	out := outputFlag(ls)
@@ -126,21 +125,88 @@ func newSessionsCmd() *cobra.Command {
 		if active {
 			path += "?state=active"
 		}
-		return list(cmd, *out, path, func(resp struct{ Sessions []session.Session }) ([]string, [][]string) {
+		return list(cmd, *out, path, func(resp struct{ Sessions []api.SessionView }) ([]string, [][]string) {
 			var rows [][]string
 			for _, s := range resp.Sessions {
 				dur := "-"
 				if !s.EndedAt.IsZero() {
 					dur = s.EndedAt.Sub(s.StartedAt).Round(time.Second).String()
 				}
-				rows = append(rows, []string{s.ID, s.User, s.Login + "@" + s.Target, s.Source, fmtTime(s.StartedAt), dur, s.State,
+				state := s.State
+				if s.Live != nil && s.Live.Paused {
+					state += " (paused by " + s.Live.PausedBy + ")"
+				}
+				rows = append(rows, []string{s.ID, s.User, s.Login + "@" + s.Target, s.Source, fmtTime(s.StartedAt), dur, state,
 					fmt.Sprint(s.ExitStatus), fmt.Sprint(s.BytesUp), fmt.Sprint(s.BytesDown), orDash(s.EndReason)})
 			}
 			return []string{"ID", "USER", "LOGIN@TARGET", "SOURCE", "STARTED", "DURATION", "STATE", "EXIT", "BYTES UP", "BYTES DOWN", "END"}, rows
 		})
 	}
-	cmd.AddCommand(ls)
+	cmd.AddCommand(ls, newWatchCmd(),
+		newControlCmd("pause", "Pause a live session: nothing flows either way until it is resumed; its user sees why", true),
+		newControlCmd("resume", "Resume a paused session", false),
+		newControlCmd("terminate", "End a live session; its user sees why", true))
 	return cmd
+}
+
+// newControlCmd is `sessions ACTION ID [--reason TEXT]`.
+func newControlCmd(action, short string, reason bool) *cobra.Command {
+	use := action + " ID"
+	if reason {
+		use += " [--reason TEXT]"
+	}
+	var in api.ControlRequest
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			var resp api.ControlResponse
+			if err := c.call(cmd.Context(), "POST", "/api/v1/sessions/"+url.PathEscape(args[0])+"/"+action, in, &resp); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", resp.Session, action)
+			return nil
+		},
+	}
+	if reason {
+		cmd.Flags().StringVar(&in.Reason, "reason", "", "why (shown to the session's user and kept in the audit log)")
+	}
+	return cmd
+}
+
+func newWatchCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "watch ID",
+		Short: "Watch a live session in this terminal: from its beginning, then live (Ctrl-C stops watching)",
+		Long: `Watch a live session: its output so far is replayed at once, then what it
+prints from now on appears as it happens. Vigil's notes (commands started,
+pauses, the end) are printed as [vigil] lines on stderr. Watching is read-only
+and audited.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			defer stop()
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			resp, err := c.send(ctx, &http.Client{}, "GET", "/api/v1/sessions/"+url.PathEscape(args[0])+"/live", nil)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			err = recording.Follow(ctx, resp.Body, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			if ctx.Err() != nil {
+				return nil // the admin stopped watching
+			}
+			return err
+		},
+	}
 }
 
 // fetchRecording downloads a session's recording as plain asciicast.

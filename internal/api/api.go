@@ -38,8 +38,9 @@ type Server struct {
 	Vault       *vault.Vault
 	Sessions    *session.Store
 	Locks       *policy.Locks
-	// Live ends live sessions (locks, revocation).
-	Live  LiveSessions
+	// Live is the registry of live sessions (watch, pause, terminate;
+	// locks and revocation end matching ones).
+	Live  *session.Registry
 	Audit *audit.Log
 	// Issuer is Vigil's own "iss", the default issuer of revocations.
 	Issuer string
@@ -77,6 +78,10 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/sessions", s.admin(s.listSessions))
 	mux.Handle("GET /api/v1/sessions/{id}", s.admin(s.getSession))
 	mux.Handle("GET /api/v1/sessions/{id}/recording", s.admin(s.sessionRecording))
+	mux.Handle("GET /api/v1/sessions/{id}/live", s.admin(s.watchSession))
+	mux.Handle("POST /api/v1/sessions/{id}/pause", s.admin(s.pauseSession))
+	mux.Handle("POST /api/v1/sessions/{id}/resume", s.admin(s.resumeSession))
+	mux.Handle("POST /api/v1/sessions/{id}/terminate", s.admin(s.terminateSession))
 	return jsonFallback(mux)
 }
 
@@ -212,7 +217,14 @@ func bearer(r *http.Request) (string, bool) {
 // record appends an audit event for an API action; a failure to record
 // fails the request (the action has not been confirmed to the caller).
 func (s *Server) record(w http.ResponseWriter, r *http.Request, typ, target string, data map[string]any) bool {
-	ev := audit.Event{Type: typ, Actor: identity(r).Claims.Subject, Target: target, Source: sourceAddr(r).String(), Data: data}
+	return s.recordEvent(w, r, audit.Event{Type: typ, Target: target, Data: data})
+}
+
+// recordEvent is record for an event that names more (a session); the
+// actor and source are the caller's.
+func (s *Server) recordEvent(w http.ResponseWriter, r *http.Request, ev audit.Event) bool {
+	typ := ev.Type
+	ev.Actor, ev.Source = identity(r).Claims.Subject, sourceAddr(r).String()
 	if err := s.Audit.Append(r.Context(), ev); err != nil {
 		s.Log.Error("audit append failed", "type", typ, "err", err)
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "audit log unavailable; action not confirmed")

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/vigil-pam/vigil/internal/audit"
-	"github.com/vigil-pam/vigil/internal/gateway/sshgw"
 	"github.com/vigil-pam/vigil/internal/policy"
+	"github.com/vigil-pam/vigil/internal/session"
 	"github.com/vigil-pam/vigil/internal/token"
 )
 
@@ -150,7 +150,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 		if in.Reason != "" {
 			reason += ": " + in.Reason
 		}
-		s.Live.EndMatching(func(si sshgw.SessionInfo) bool { return si.Issuer == in.Issuer && si.JTI == in.JTI }, reason, rev.RevokedBy)
+		s.Live.EndMatching(func(l *session.Live) bool { return l.Issuer == in.Issuer && l.Info.JTI == in.JTI }, rev.RevokedBy, reason)
 	}
 	writeJSON(w, http.StatusOK, rev)
 }

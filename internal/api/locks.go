@@ -5,14 +5,9 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/vigil-pam/vigil/internal/gateway/sshgw"
 	"github.com/vigil-pam/vigil/internal/policy"
+	"github.com/vigil-pam/vigil/internal/session"
 )
-
-// LiveSessions ends live sessions; the SSH gateway implements it.
-type LiveSessions interface {
-	EndMatching(match func(sshgw.SessionInfo) bool, reason, by string) int
-}
 
 // LockRequest is the body of POST /api/v1/locks.
 type LockRequest struct {
@@ -56,7 +51,7 @@ func (s *Server) addLock(w http.ResponseWriter, r *http.Request) {
 	// New sessions are refused from now on; live ones that match end.
 	ended := 0
 	if s.Live != nil {
-		ended = s.Live.EndMatching(func(si sshgw.SessionInfo) bool { return l.Matches(si.User, si.Target) }, "locked: "+l.Reason, actor)
+		ended = s.Live.EndMatching(func(ls *session.Live) bool { return l.Matches(ls.Info.User, ls.Info.Target) }, actor, "locked: "+l.Reason)
 	}
 	writeJSON(w, http.StatusCreated, LockResponse{Lock: l, Ended: ended})
 }

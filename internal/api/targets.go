@@ -128,13 +128,32 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "sessions unavailable")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sessions": ss})
+	out := make([]SessionView, len(ss))
+	for i, sess := range ss {
+		out[i] = s.view(sess)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+}
+
+// SessionView is a session with its live state while it is live here.
+type SessionView struct {
+	session.Session
+	Live *session.Status `json:"live,omitempty"`
+}
+
+func (s *Server) view(sess session.Session) SessionView {
+	v := SessionView{Session: sess}
+	if l, ok := s.Live.Get(sess.ID); ok {
+		st := l.Status()
+		v.Live = &st
+	}
+	return v
 }
 
 func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 	sess, ok := s.session(w, r)
 	if ok {
-		writeJSON(w, http.StatusOK, sess)
+		writeJSON(w, http.StatusOK, s.view(sess))
 	}
 }
 

@@ -40,6 +40,40 @@ type Config struct {
 	Issuers []token.IssuerConfig `yaml:"issuers"`
 	// SSH tunes the SSH gateway.
 	SSH SSH `yaml:"ssh"`
+	// Rules configures the real-time rules engine.
+	Rules Rules `yaml:"rules"`
+	// Alerts configures where alerts are sent besides the API.
+	Alerts Alerts `yaml:"alerts"`
+}
+
+// Rules configures real-time rules.
+type Rules struct {
+	// File is a YAML file of custom rule packs; empty means built-in
+	// packs only.
+	File string `yaml:"file"`
+	// Packs are enabled on targets that name none of their own, as pack
+	// specs ("os-sensitive" or "os-sensitive=pause"); empty means none.
+	Packs []string `yaml:"packs"`
+}
+
+// Alerts configures alert sinks.
+type Alerts struct {
+	// Webhooks receive every alert as a signed JSON POST.
+	Webhooks []Webhook `yaml:"webhooks"`
+}
+
+// Webhook is one webhook sink.
+type Webhook struct {
+	// Name identifies the sink (its delivery cursor); default "webhook-N".
+	Name string `yaml:"name"`
+	// URL receives POSTs (https, or http on loopback).
+	URL string `yaml:"url"`
+	// SecretEnv names the environment variable holding the HMAC-SHA256
+	// key that signs each body (header X-Vigil-Signature).
+	SecretEnv string `yaml:"secret_env"`
+	// MinSeverity drops alerts below it: low, medium, high or critical
+	// (default low: everything).
+	MinSeverity string `yaml:"min_severity"`
 }
 
 // SSH tunes the SSH gateway; zero values take the gateway's defaults.
@@ -122,6 +156,9 @@ func Load(path string) (Config, error) {
 		if f := cfg.Issuers[i].JWKSFile; f != "" && !filepath.IsAbs(f) {
 			cfg.Issuers[i].JWKSFile = filepath.Join(base, f)
 		}
+	}
+	if f := cfg.Rules.File; f != "" && !filepath.IsAbs(f) {
+		cfg.Rules.File = filepath.Join(base, f)
 	}
 	return cfg, nil
 }

@@ -100,6 +100,30 @@ func (r *Reader) Close() error {
 	return r.f.Close()
 }
 
+// ReadEvents passes the header and then the first n events of the
+// recording at path to header and fn. The recording may still be being
+// written: what a Flush put on disk is readable.
+func ReadEvents(path string, n int64, header func(Header) error, fn func(Event) error) error {
+	r, err := Open(path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := header(r.Header); err != nil {
+		return err
+	}
+	for i := int64(0); i < n; i++ {
+		ev, err := r.Next()
+		if err != nil {
+			return fmt.Errorf("recording: read event %d of %s: %w", i, path, err)
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Export writes the recording at path to w as a plain .cast file.
 func Export(path string, w io.Writer) error {
 	f, err := os.Open(path)
@@ -116,6 +140,35 @@ func Export(path string, w io.Writer) error {
 		return fmt.Errorf("recording: export %s: %w", path, err)
 	}
 	return nil
+}
+
+// Follow writes the output events of the .cast stream in to out as they
+// arrive (a live session being watched) and its markers to notes, one
+// "[vigil] LABEL" line each, until the stream ends or ctx does.
+func Follow(ctx context.Context, in io.Reader, out, notes io.Writer) error {
+	d, _, err := newDecoder(in)
+	if err != nil {
+		return err
+	}
+	for ctx.Err() == nil {
+		ev, err := d.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch ev.Code {
+		case CodeOutput:
+			_, err = io.WriteString(out, ev.Data)
+		case CodeMarker:
+			_, err = fmt.Fprintf(notes, "\r\n[vigil] %s\r\n", ev.Data)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return context.Cause(ctx)
 }
 
 // Play writes the output events of the .cast stream in to w at their

@@ -79,10 +79,12 @@ type Writer struct {
 	q     chan item
 	done  chan Summary // the encoder's result, once, after q is closed
 
-	// mu guards carry and closed, and orders events into q.
+	// mu guards carry, closed, tap and seq, and orders events into q.
 	mu     sync.Mutex
 	carry  map[string][]byte // incomplete UTF-8 at the end of the last chunk, per code
 	closed bool
+	tap    Tap
+	seq    int64 // events queued so far
 
 	// errMu guards err and onFail (set by the encoder, read by callers).
 	errMu  sync.Mutex
@@ -329,6 +331,19 @@ func (w *Writer) Marker(t time.Time, label string) error {
 	return w.event(t, CodeMarker, []byte(label))
 }
 
+// Tap sees every event as it is queued, in order: seq numbers the events
+// from 0 as they appear in the file (after the header), t is seconds since
+// the start. It runs under the writer's lock on the relay path, so it must
+// not block; data is only valid during the call.
+type Tap func(seq int64, t float64, code string, data []byte)
+
+// SetTap installs tap (live watchers); nil removes it.
+func (w *Writer) SetTap(tap Tap) {
+	w.mu.Lock()
+	w.tap = tap
+	w.mu.Unlock()
+}
+
 // event queues one event; it blocks while the queue is full.
 func (w *Writer) event(t time.Time, code string, p []byte) error {
 	if err := w.Err(); err != nil {
@@ -354,17 +369,22 @@ func (w *Writer) event(t time.Time, code string, p []byte) error {
 		chunkPool.Put(data)
 		return nil
 	}
+	if w.tap != nil {
+		w.tap(w.seq, w.secs(t), code, *data)
+	}
+	w.seq++
 	w.q <- item{t: t, code: code, data: data}
 	return nil
 }
 
+// secs is t as an event time: seconds since the start, never negative.
+func (w *Writer) secs(t time.Time) float64 {
+	return max(t.Sub(w.start).Seconds(), 0)
+}
+
 func (w *Writer) writeLine(t time.Time, code string, p []byte) {
-	secs := t.Sub(w.start).Seconds()
-	if secs < 0 {
-		secs = 0
-	}
 	line := append(w.line[:0], '[')
-	line = strconv.AppendFloat(line, secs, 'f', 6, 64)
+	line = strconv.AppendFloat(line, w.secs(t), 'f', 6, 64)
 	line = append(line, `, "`...)
 	line = append(line, code...)
 	line = append(line, `", `...)

@@ -106,6 +106,34 @@ var migrations = []string{
 		expires_at BIGINT NOT NULL,
 		created_by TEXT NOT NULL
 	);`,
+	// 4: alerts (rule hits, monitor findings) and per-sink delivery
+	// cursors; rule packs enabled per target.
+	`CREATE TABLE alerts (
+		id          BIGINT PRIMARY KEY,
+		time        BIGINT NOT NULL,
+		last_time   BIGINT NOT NULL,
+		severity    TEXT NOT NULL,
+		kind        TEXT NOT NULL,
+		rule        TEXT NOT NULL,
+		actor       TEXT NOT NULL,
+		target      TEXT NOT NULL,
+		session     TEXT NOT NULL,
+		source      TEXT NOT NULL,
+		summary     TEXT NOT NULL,
+		data        TEXT NOT NULL,
+		dedup_key   TEXT NOT NULL,
+		count       BIGINT NOT NULL,
+		acked_by    TEXT NOT NULL,
+		acked_at    BIGINT NOT NULL,
+		ack_note    TEXT NOT NULL
+	);
+	CREATE INDEX alerts_dedup ON alerts (dedup_key, last_time);
+	CREATE TABLE alert_cursors (
+		sink       TEXT PRIMARY KEY,
+		delivered  BIGINT NOT NULL,
+		updated_at BIGINT NOT NULL
+	);
+	ALTER TABLE targets ADD COLUMN rule_packs TEXT NOT NULL DEFAULT '';`,
 }
 
 // SchemaVersion is the schema version this binary migrates to.

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vigil-pam/vigil/internal/recording"
 	"github.com/vigil-pam/vigil/internal/token"
@@ -52,6 +53,10 @@ type channel struct {
 	pty  bool
 	keys *recording.Keystrokes
 	sftp *sftpLog
+
+	// toldPause is the pause (conn.pauses) the user was last told that
+	// input is discarded.
+	toldPause atomic.Int64
 }
 
 func (c *conn) handleSession(nc ssh.NewChannel) {
@@ -128,9 +133,11 @@ func (c *conn) handleSession(nc ssh.NewChannel) {
 	client.Close()
 }
 
-// pump copies src to dst, passing each chunk to tap first: a chunk that
-// cannot be recorded is not relayed.
-func (ch *channel) pump(dst io.Writer, src io.Reader, tap func([]byte) bool) {
+// pump copies src to dst, passing each chunk through tap first: tap
+// returns what is relayed (the chunk, part of it, or nothing) and false
+// when the relay must stop (a chunk that cannot be recorded is not
+// relayed).
+func (ch *channel) pump(dst io.Writer, src io.Reader, tap func([]byte) ([]byte, bool)) {
 	small := make([]byte, idleBuffer)
 	for {
 		// Wait for data in the small buffer; a full read means more is
@@ -138,13 +145,16 @@ func (ch *channel) pump(dst io.Writer, src io.Reader, tap func([]byte) bool) {
 		n, err := src.Read(small)
 		buf, big := small, (*[]byte)(nil)
 		for n > 0 {
-			if !tap(buf[:n]) {
+			out, ok := tap(buf[:n])
+			if !ok {
 				putBig(big)
 				return
 			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				putBig(big)
-				return
+			if len(out) > 0 {
+				if _, werr := dst.Write(out); werr != nil {
+					putBig(big)
+					return
+				}
 			}
 			if err != nil || n < len(buf) {
 				break
@@ -168,8 +178,17 @@ func putBig(b *[]byte) {
 	}
 }
 
-// output taps what the target sends.
-func (ch *channel) output(p []byte) bool {
+// output taps what the target sends. While the session is paused it
+// waits: the target's output is then held by SSH flow control.
+func (ch *channel) output(p []byte) ([]byte, bool) {
+	c := ch.c
+	if c.live.Wait(c.ctx) != nil {
+		return nil, false
+	}
+	return p, ch.recordOutput(p)
+}
+
+func (ch *channel) recordOutput(p []byte) bool {
 	c := ch.c
 	c.bytesDown.Add(int64(len(p)))
 	c.touch()
@@ -190,8 +209,43 @@ func (ch *channel) output(p []byte) bool {
 	return c.recorded(c.rec.Output(c.s.cfg.Now(), p))
 }
 
-// input taps what the client sends.
-func (ch *channel) input(p []byte) bool {
+// input taps what the client sends. While the session is paused, what a
+// user types at a terminal is discarded (they are told once per pause);
+// the input of a data channel (exec, sftp, scp) waits instead, held by
+// SSH flow control, as dropping it would corrupt the transfer.
+func (ch *channel) input(p []byte) ([]byte, bool) {
+	c := ch.c
+	if c.live.Paused() {
+		if ch.interactive() {
+			ch.discard(p)
+			return nil, true
+		}
+		if c.live.Wait(c.ctx) != nil {
+			return nil, false
+		}
+	}
+	return p, ch.recordInput(p)
+}
+
+// interactive reports whether the channel is a terminal session.
+func (ch *channel) interactive() bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.pty && (ch.kind == kindShell || ch.kind == kindExec)
+}
+
+// discard drops input typed during a pause and tells the user, once per
+// pause.
+func (ch *channel) discard(p []byte) {
+	c := ch.c
+	c.bytesUp.Add(int64(len(p)))
+	n := c.pauses.Load()
+	if ch.toldPause.Swap(n) != n {
+		go c.notifyChannels("the session is paused: what you type is discarded until it is resumed", []*channel{ch})
+	}
+}
+
+func (ch *channel) recordInput(p []byte) bool {
 	c := ch.c
 	c.bytesUp.Add(int64(len(p)))
 	c.touch()
@@ -389,6 +443,11 @@ func (ch *channel) start(kind, what string, r *ssh.Request) {
 		c.addCommand(what)
 	}
 	c.audit("ssh."+kind, map[string]any{"command": strings.TrimPrefix(what, "exec: ")})
+	// Nothing starts on the target while the session is paused.
+	if c.live.Wait(c.ctx) != nil {
+		refuse(r)
+		return
+	}
 	ch.forward(r)
 }
 

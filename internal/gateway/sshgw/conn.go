@@ -48,6 +48,12 @@ type conn struct {
 	stop context.CancelCauseFunc
 	sess *session.Session
 	rec  *recording.Writer
+	// live is the session in the live registry (pause valve, watchers);
+	// nil until the session has started.
+	live *session.Live
+	// pauses counts pauses, so a channel tells its user once per pause
+	// that input is discarded.
+	pauses atomic.Int64
 	// recState is the recording's state: recOK, recFailedOpen (the session
 	// goes on unrecorded, by the target's policy) or recFailedClosed (the
 	// session is ending and nothing more may be relayed).
@@ -74,8 +80,8 @@ type conn struct {
 
 func newConn(ctx context.Context, s *Server, sc *ssh.ServerConn, info *authResult) *conn {
 	c := &conn{s: s, sc: sc, info: info, chans: map[*channel]struct{}{}}
-	// The record's identity is fixed before the connection is registered
-	// (EndMatching reads it from other goroutines).
+	// The record's identity is fixed before the session is registered
+	// (the registry copies it).
 	c.sess = &session.Session{ID: session.NewID(), Kind: "ssh", User: info.id.Claims.Subject, JTI: info.id.Claims.ID,
 		Target: info.target.Name, Login: info.login, Source: info.source.String(), StartedAt: s.cfg.Now()}
 	c.ctx, c.stop = context.WithCancelCause(ctx)
@@ -139,6 +145,9 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		return
 	}
 	c.upstream = up
+	// From here on admins can watch, pause and terminate the session.
+	c.live = c.s.cfg.Live.Register(*c.sess, c.info.id.Claims.Issuer, rec, c)
+	rec.SetTap(c.live.Publish)
 	go c.watch()
 	for nc := range chans {
 		switch nc.ChannelType() {
@@ -293,6 +302,9 @@ func (c *conn) watch() {
 			return
 		case <-tick.C:
 		}
+		if c.live.Paused() {
+			c.touch() // a session waiting for review is not idle
+		}
 		if idle := c.s.cfg.Now().Sub(time.Unix(0, c.lastActive.Load())); idle >= c.s.cfg.IdleTimeout {
 			c.terminate(&Ended{Reason: fmt.Sprintf("idle for %s", idle.Round(time.Second))})
 			return
@@ -408,6 +420,37 @@ func (c *conn) terminate(e *Ended) {
 	})
 }
 
+// Paused implements session.Controls: the user sees who paused the
+// session and why; the recording is marked.
+func (c *conn) Paused(by, reason string) {
+	c.pauses.Add(1)
+	c.touch()
+	msg := "session paused by " + by
+	if reason != "" {
+		msg += ": " + reason
+	}
+	if c.recording() {
+		c.rec.Marker(c.s.cfg.Now(), msg)
+	}
+	c.notify(msg)
+}
+
+// Resumed implements session.Controls.
+func (c *conn) Resumed(by string) {
+	c.touch()
+	msg := "session resumed by " + by
+	if c.recording() {
+		c.rec.Marker(c.s.cfg.Now(), msg)
+	}
+	c.notify(msg)
+}
+
+// Terminate implements session.Controls: the session ends with reason,
+// which the user sees and the audit log keeps.
+func (c *conn) Terminate(by, reason string) {
+	c.terminate(&Ended{Reason: reason, By: by})
+}
+
 func (c *conn) addCommand(cmd string) {
 	c.mu.Lock()
 	c.commands = append(c.commands, cmd)
@@ -427,6 +470,9 @@ func (c *conn) end() {
 	data := map[string]any{"reason": e.Reason}
 	if e.By != "" {
 		data["by"] = e.By
+	}
+	if c.live != nil {
+		c.s.cfg.Live.Remove(c.live, e.Reason)
 	}
 	if c.rec != nil {
 		sum, err := c.rec.Close(now)

@@ -79,6 +79,10 @@ type meter struct {
 }
 
 func (m meter) Write(p []byte) (int, error) {
+	// A paused session holds forwarded data (flow control) until resumed.
+	if err := m.c.live.Wait(m.c.ctx); err != nil {
+		return 0, err
+	}
 	m.n.Add(int64(len(p)))
 	m.c.touch()
 	return m.w.Write(p)

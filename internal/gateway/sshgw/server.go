@@ -74,7 +74,10 @@ type Config struct {
 	// Locks bars users and targets; nil means no locks (tests).
 	Locks    *policy.Locks
 	Sessions *session.Store
-	Audit    audit.Sink
+	// Live is the registry live sessions join (watch, pause, terminate,
+	// locks); nil means a registry of the gateway's own.
+	Live  *session.Registry
+	Audit audit.Sink
 	// RecordingsDir is where recordings are written.
 	RecordingsDir string
 	Log           *slog.Logger
@@ -135,6 +138,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Ciphers == nil {
 		cfg.Ciphers = Ciphers
 	}
+	if cfg.Live == nil {
+		cfg.Live = session.NewRegistry(cfg.Now)
+	}
 	s := &Server{cfg: cfg, conns: map[*conn]struct{}{}}
 	s.sshCfg = &ssh.ServerConfig{
 		Config:        ssh.Config{Ciphers: cfg.Ciphers},
@@ -193,46 +199,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-// closeAll ends every live session (at shutdown).
+// closeAll ends every live session (at shutdown), concurrently: each
+// termination may wait a moment for its client.
 func (s *Server) closeAll(cause error) {
-	s.end(func(SessionInfo) bool { return true }, &Ended{Reason: "gateway shutting down", Cause: cause})
-}
-
-// SessionInfo identifies a live session for EndMatching.
-type SessionInfo struct {
-	ID, User, Target, Issuer, JTI string
-}
-
-// EndMatching ends every live session for which match is true, telling
-// its user why (reason) and recording who ended it (by). It returns how
-// many it ended. Locks and token revocation use it.
-func (s *Server) EndMatching(match func(SessionInfo) bool, reason, by string) int {
-	return s.end(match, &Ended{Reason: reason, By: by})
-}
-
-// end terminates the matching sessions concurrently (each termination may
-// wait a moment for its client) and returns how many there were.
-func (s *Server) end(match func(SessionInfo) bool, e *Ended) int {
 	s.mu.Lock()
-	var hit []*conn
+	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
-		info := SessionInfo{ID: c.sess.ID, User: c.info.id.Claims.Subject, Target: c.info.target.Name,
-			Issuer: c.info.id.Claims.Issuer, JTI: c.info.id.Claims.ID}
-		if match(info) {
-			hit = append(hit, c)
-		}
+		conns = append(conns, c)
 	}
 	s.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, c := range hit {
+	for _, c := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.terminate(e)
+			c.terminate(&Ended{Reason: "gateway shutting down", Cause: cause})
 		}()
 	}
 	wg.Wait()
-	return len(hit)
 }
 
 // authResult is what authentication hands to the connection.

@@ -1,0 +1,210 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigil-pam/vigil/internal/recording"
+)
+
+// ctlLog records the calls a gateway would get.
+type ctlLog struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (c *ctlLog) add(s string) {
+	c.mu.Lock()
+	c.calls = append(c.calls, s)
+	c.mu.Unlock()
+}
+func (c *ctlLog) Paused(by, reason string)    { c.add("paused " + by + ": " + reason) }
+func (c *ctlLog) Resumed(by string)           { c.add("resumed " + by) }
+func (c *ctlLog) Terminate(by, reason string) { c.add("terminate " + by + ": " + reason) }
+
+func newLive(t *testing.T) (*Registry, *Live, *recording.Writer, *ctlLog) {
+	t.Helper()
+	w, err := recording.Create(t.TempDir(), "s_test", recording.Header{Width: 80, Height: 24}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close(time.Now()) })
+	ctl := &ctlLog{}
+	r := NewRegistry(nil)
+	l := r.Register(Session{ID: "s_test", User: "alice", Target: "web1"}, "vigil", w, ctl)
+	w.SetTap(l.Publish)
+	return r, l, w, ctl
+}
+
+func TestLiveControls(t *testing.T) {
+	r, l, _, ctl := newLive(t)
+	ctx := context.Background()
+	if err := l.Wait(ctx); err != nil {
+		t.Fatalf("wait on a running session: %v", err)
+	}
+	steps := []struct {
+		name string
+		do   func() error
+		want error
+	}{
+		{"resume a running session", func() error { return l.Resume("bob") }, ErrNotPaused},
+		{"pause", func() error { return l.Pause("bob", "look\x1b[2J here") }, nil},
+		{"pause twice", func() error { return l.Pause("bob", "again") }, ErrPaused},
+		{"resume", func() error { return l.Resume("bob") }, nil},
+		{"terminate", func() error { return l.Terminate("bob", "done") }, nil},
+		{"terminate twice", func() error { return l.Terminate("bob", "done") }, ErrNotLive},
+		{"pause an ending session", func() error { return l.Pause("bob", "late") }, ErrNotLive},
+	}
+	for _, s := range steps {
+		if err := s.do(); !errors.Is(err, s.want) {
+			t.Fatalf("%s: got %v, want %v", s.name, err, s.want)
+		}
+	}
+	want := []string{"paused bob: look?[2J here", "resumed bob", "terminate bob: done"}
+	if fmt.Sprint(ctl.calls) != fmt.Sprint(want) {
+		t.Fatalf("got calls %q, want %q", ctl.calls, want)
+	}
+	r.Remove(l, "gone")
+	if _, ok := r.Get("s_test"); ok {
+		t.Fatal("removed session still listed")
+	}
+}
+
+func TestWaitBlocksWhilePaused(t *testing.T) {
+	r, l, _, _ := newLive(t)
+	l.Pause("bob", "check")
+	released := make(chan error, 1)
+	go func() { released <- l.Wait(context.Background()) }()
+	select {
+	case err := <-released:
+		t.Fatalf("wait returned while paused: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	l.Resume("bob")
+	if err := <-released; err != nil {
+		t.Fatalf("wait after resume: %v", err)
+	}
+
+	// A paused session that ends releases its waiters; a cancelled
+	// waiter returns the cause.
+	l.Pause("bob", "again")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cause := errors.New("terminated")
+	go func() { released <- l.Wait(ctx) }()
+	cancel(cause)
+	if err := <-released; !errors.Is(err, cause) {
+		t.Fatalf("got %v, want the cause", err)
+	}
+	go func() { released <- l.Wait(context.Background()) }()
+	r.Remove(l, "ended")
+	if err := <-released; err != nil {
+		t.Fatalf("wait after end: %v", err)
+	}
+}
+
+func TestWatcherCatchUpThenLive(t *testing.T) {
+	r, l, w, _ := newLive(t)
+	now := time.Now()
+	for i := range 100 {
+		w.Output(now, fmt.Appendf(nil, "before %d\n", i))
+	}
+	wt, err := l.Watch(1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Events written concurrently with the catch-up are neither lost nor
+	// doubled.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 100 {
+			w.Output(now, fmt.Appendf(nil, "after %d\n", i))
+		}
+	}()
+	var got []string
+	noHeader := func(recording.Header) error { return nil }
+	if err := wt.CatchUp(noHeader, func(ev recording.Event) error { got = append(got, ev.Data); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	r.Remove(l, "bye")
+	for ev := range wt.C {
+		got = append(got, ev.Data)
+	}
+	if len(got) != 200 {
+		t.Fatalf("got %d events, want 200", len(got))
+	}
+	for i, s := range got {
+		want := fmt.Sprintf("before %d\n", i)
+		if i >= 100 {
+			want = fmt.Sprintf("after %d\n", i-100)
+		}
+		if s != want {
+			t.Fatalf("event %d: got %q, want %q", i, s, want)
+		}
+	}
+	if wt.Reason() != "session ended: bye" {
+		t.Fatalf("got reason %q", wt.Reason())
+	}
+	if _, err := l.Watch(1); !errors.Is(err, ErrNotLive) {
+		t.Fatalf("watch an ended session: got %v, want ErrNotLive", err)
+	}
+}
+
+func TestSlowWatcherIsCutOff(t *testing.T) {
+	_, l, w, _ := newLive(t)
+	slow, _ := l.Watch(2)
+	fast, _ := l.Watch(100)
+	for i := range 10 {
+		// The session never waits for a watcher.
+		w.Output(time.Now(), fmt.Appendf(nil, "%d", i))
+	}
+	n := 0
+	for range slow.C {
+		n++
+	}
+	if n != 2 || slow.Reason() != "the watcher fell behind and was cut off" {
+		t.Fatalf("slow watcher got %d events, reason %q", n, slow.Reason())
+	}
+	if len(fast.C) != 10 {
+		t.Fatalf("fast watcher got %d events, want 10", len(fast.C))
+	}
+	fast.Close()
+	fast.Close() // twice is harmless
+	if l.Status().Watchers != 0 {
+		t.Fatalf("got %d watchers, want 0", l.Status().Watchers)
+	}
+}
+
+func TestEndMatching(t *testing.T) {
+	r := NewRegistry(nil)
+	var ctls []*ctlLog
+	for i, u := range []string{"alice", "bob", "alice"} {
+		c := &ctlLog{}
+		ctls = append(ctls, c)
+		r.Register(Session{ID: fmt.Sprint(i), User: u}, "vigil", nil, c)
+	}
+	n := r.EndMatching(func(l *Live) bool { return l.Info.User == "alice" }, "admin", "locked")
+	if n != 2 || len(ctls[0].calls) != 1 || len(ctls[1].calls) != 0 || len(ctls[2].calls) != 1 {
+		t.Fatalf("got %d ended, calls %v %v %v", n, ctls[0].calls, ctls[1].calls, ctls[2].calls)
+	}
+}
+
+func TestClean(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"plain reason", "plain reason"},
+		{"\x1b[2J\x1b[Hfake", "?[2J?[Hfake"},
+		{"bell\a\r\nnew", "bell???new"},
+		{"c1\u009b31m", "c1?31m"},
+		{"bidi\u202eevil", "bidi?evil"},
+		{"bad\xffutf8", "bad?utf8"},
+	} {
+		if got := Clean(tc.in); got != tc.want {
+			t.Errorf("Clean(%q): got %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
