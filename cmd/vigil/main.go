@@ -48,7 +48,7 @@ readable).`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCmd(), newTokenCmd(), newKeysCmd(), newGrantCmd(), newAuditCmd(), newTargetCmd(),
-		newSessionsCmd(), newPlayCmd(), newRecordingCmd(), newSSHCmd(), newLockCmd())
+		newSessionsCmd(), newPlayCmd(), newRecordingCmd(), newSSHCmd(), newLockCmd(), newRulesCmd(), newAlertsCmd())
 	return root
 }
 

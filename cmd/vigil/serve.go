@@ -22,12 +22,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"github.com/vigil-pam/vigil/internal/alert"
 	"github.com/vigil-pam/vigil/internal/api"
 	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/config"
 	"github.com/vigil-pam/vigil/internal/gateway/sshgw"
 	"github.com/vigil-pam/vigil/internal/masterkey"
 	"github.com/vigil-pam/vigil/internal/policy"
+	"github.com/vigil-pam/vigil/internal/rules"
 	"github.com/vigil-pam/vigil/internal/session"
 	"github.com/vigil-pam/vigil/internal/store"
 	"github.com/vigil-pam/vigil/internal/token"
@@ -251,7 +253,27 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	}
 	locks := policy.NewLocks(db, nil)
 	live := session.NewRegistry(nil)
+	ruleEngine, err := rules.New(cfg.Rules.File)
+	if err != nil {
+		return err
+	}
+	if err := ruleEngine.ValidateSpecs(cfg.Rules.Packs); err != nil {
+		return fmt.Errorf("config: rules.packs: %w", err)
+	}
+	alerts, err := alert.NewStore(db, nil, 0, reg)
+	if err != nil {
+		return err
+	}
+	sinks, err := webhookSinks(cfg.Alerts.Webhooks)
+	if err != nil {
+		return err
+	}
+	dispatcher, err := alert.NewDispatcher(alerts, sinks, log, reg)
+	if err != nil {
+		return err
+	}
 	gw, err := sshgw.New(sshgw.Config{HostKey: hostKey, Verifier: verifier, Vault: vlt, Grants: grants, Locks: locks, Sessions: sessions, Live: live,
+		Rules: ruleEngine, DefaultRulePacks: cfg.Rules.Packs, Alerts: alerts,
 		Audit: auditLog, RecordingsDir: recDir, Log: log, HandshakeTimeout: cfg.SSH.HandshakeTimeout,
 		IdleTimeout: cfg.SSH.IdleTimeout, Keepalive: cfg.SSH.Keepalive,
 		ExpiryWarning: cfg.SSH.ExpiryWarning, EnvAllow: cfg.SSH.EnvAllow, Ciphers: cfg.SSH.Ciphers})
@@ -259,7 +281,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		return err
 	}
 	srv := &api.Server{Verifier: verifier, Signer: signer, Keyring: kr, Revocations: revs, Grants: grants, Vault: vlt,
-		Sessions: sessions, Locks: locks, Live: live, Audit: auditLog, Issuer: cfg.Token.Issuer, Gatherer: reg, Log: log, Now: time.Now}
+		Sessions: sessions, Locks: locks, Live: live, Audit: auditLog, Alerts: alerts, Rules: ruleEngine, DefaultRulePacks: cfg.Rules.Packs, Issuer: cfg.Token.Issuer, Gatherer: reg, Log: log, Now: time.Now}
 	sshLn, err := net.Listen("tcp", cfg.SSHAddr)
 	if err != nil {
 		return fmt.Errorf("ssh: %w", err)
@@ -292,6 +314,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		go ri.Run(bg)
 	}
 	go housekeeping(bg, cfg, kr, revs, admTok, auditLog, log)
+	go dispatcher.Run(bg)
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- fmt.Errorf("http: %w", httpSrv.Serve(ln)) }()
@@ -323,6 +346,35 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		log.Error("audit append failed", "type", "vigil.stop", "err", err)
 	}
 	return runErr
+}
+
+// webhookSinks builds the configured webhook sinks; each secret comes from
+// the environment variable the configuration names.
+func webhookSinks(cfgs []config.Webhook) ([]alert.Sink, error) {
+	var sinks []alert.Sink
+	for i, wc := range cfgs {
+		name := wc.Name
+		if name == "" {
+			name = fmt.Sprintf("webhook-%d", i+1)
+		}
+		if wc.SecretEnv == "" {
+			return nil, fmt.Errorf("config: alerts.webhooks[%d]: secret_env is required (webhooks are always signed)", i)
+		}
+		secret := os.Getenv(wc.SecretEnv)
+		if secret == "" {
+			return nil, fmt.Errorf("config: alerts.webhooks[%d]: environment variable %s is empty", i, wc.SecretEnv)
+		}
+		var min alert.Severity
+		if wc.MinSeverity != "" {
+			sev, err := alert.ParseSeverity(wc.MinSeverity)
+			if err != nil {
+				return nil, fmt.Errorf("config: alerts.webhooks[%d]: %w", i, err)
+			}
+			min = sev
+		}
+		sinks = append(sinks, &alert.Webhook{SinkName: name, URL: wc.URL, Secret: []byte(secret), Min: min})
+	}
+	return sinks, nil
 }
 
 // checkMasterKey proves mk is the key this store's secrets were sealed

@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -80,6 +84,69 @@ func BenchmarkSSH(b *testing.B) {
 		b.Run("start/"+legName(via), func(b *testing.B) { env.start(b, via) })
 	}
 	b.Run("idle-memory", env.idleMemory)
+	watchFile := filepath.Join(b.TempDir(), "bench-watch")
+	os.WriteFile(watchFile, logText(32<<20), 0o644)
+	for _, n := range []int{0, 50} {
+		b.Run(fmt.Sprintf("watchers/%d", n), func(b *testing.B) { env.watched(b, watchFile, n) })
+	}
+}
+
+// watched: a bulk exec session through Vigil with n admins watching it
+// live from its start. Reports MB/s and how many watchers were cut off
+// for falling behind (the session never waits for them).
+func (f *benchEnv) watched(b *testing.B, file string, n int) {
+	fi, _ := os.Stat(file)
+	b.SetBytes(fi.Size())
+	admin, _ := os.ReadFile(filepath.Join(f.s.data, adminTokenFile))
+	cutoff := 0
+	for b.Loop() {
+		b.StopTimer()
+		before := strings.Count(f.s.must("", "sessions", "ls", "--active", "-o", "json"), `"id"`)
+		cmd := f.s.sshCmd(f.tok, "ssh", "root@web1@127.0.0.1", "head -c1 >/dev/null; cat "+file)
+		stdin, _ := cmd.StdinPipe()
+		var got countWriter
+		cmd.Stdout = &got
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		var active struct{ Sessions []struct{ ID string } }
+		for len(active.Sessions) <= before {
+			time.Sleep(20 * time.Millisecond)
+			json.Unmarshal([]byte(f.s.must("", "sessions", "ls", "--active", "-o", "json")), &active)
+		}
+		id := active.Sessions[0].ID
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for range n {
+			req, _ := http.NewRequest("GET", "http://"+f.s.addr+"/api/v1/sessions/"+id+"/live", nil)
+			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(admin)))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil || resp.StatusCode != 200 {
+				b.Fatalf("watch: %v %v", err, resp)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if bytes.Contains(body, []byte("fell behind")) {
+					mu.Lock()
+					cutoff++
+					mu.Unlock()
+				}
+			}()
+		}
+		b.StartTimer()
+		stdin.Write([]byte{'\n'})
+		stdin.Close()
+		if err := cmd.Wait(); err != nil || int64(got) != fi.Size() {
+			b.Fatalf("%v, %d bytes", err, got)
+		}
+		b.StopTimer()
+		wg.Wait()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(cutoff)/float64(b.N), "cut-off-watchers")
 }
 
 func legName(via bool) string { return map[bool]string{false: "direct", true: "vigil"}[via] }

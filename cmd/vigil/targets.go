@@ -92,6 +92,7 @@ checks it.`,
 	add.Flags().StringVar(&in.HostKey, "host-key", "", "SSH host key to pin (default: trust on first use)")
 	add.Flags().StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
 	add.Flags().BoolVar(&in.FailOpen, "fail-open", false, "let sessions continue unrecorded if their recording fails (default: end them)")
+	add.Flags().StringSliceVar(&in.RulePacks, "rules", nil, "rule packs to enable, PACK or PACK=ACTION, comma separated (default: the server's rules.packs); see vigil rules ls")
 	add.MarkFlagRequired("login")
 
 	ls := &cobra.Command{Use: "ls", Short: "List targets", Args: cobra.NoArgs}
@@ -104,13 +105,41 @@ checks it.`,
 				for k, v := range t.Labels {
 					ls = append(ls, k+"="+v)
 				}
-				rows = append(rows, []string{t.Name, t.Kind, t.Addr, t.Login, t.Auth, orDash(t.HostKeyFingerprint), orDash(strings.Join(ls, ","))})
+				rows = append(rows, []string{t.Name, t.Kind, t.Addr, t.Login, t.Auth, orDash(t.HostKeyFingerprint), orDash(strings.Join(ls, ",")),
+					orDash(strings.Join(t.RulePacks, ","))})
 			}
-			return []string{"NAME", "KIND", "ADDR", "LOGIN", "AUTH", "HOST KEY", "LABELS"}, rows
+			return []string{"NAME", "KIND", "ADDR", "LOGIN", "AUTH", "HOST KEY", "LABELS", "RULES"}, rows
 		})
 	}
 	rm := newRemoveCmd("target and its credential", "/api/v1/targets/")
-	cmd.AddCommand(add, ls, rm)
+	setRules := &cobra.Command{
+		Use:   "rules NAME [PACK[=ACTION],...]",
+		Short: "Set the rule packs enabled on a target (none given: back to the server's default packs)",
+		Long: `Set the real-time rule packs enabled on a target, replacing the ones it had.
+A pack spec is a pack name (vigil rules ls), optionally with =ACTION to
+override the action of every rule of the pack (alert, pause, block or
+terminate). Sessions that start from now on use them.`,
+		Example: `  vigil target rules web1 os-sensitive,credential-access,lateral-movement=pause
+  vigil target rules web1          # back to the default packs`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			in := api.TargetRulesRequest{Packs: []string{}}
+			if len(args) == 2 {
+				in.Packs = strings.Split(args[1], ",")
+			}
+			var t vault.Target
+			if err := c.call(cmd.Context(), "PUT", "/api/v1/targets/"+url.PathEscape(args[0])+"/rules", in, &t); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: rules %s\n", t.Name, orDash(strings.Join(t.RulePacks, ",")))
+			return nil
+		},
+	}
+	cmd.AddCommand(add, ls, rm, setRules)
 	return cmd
 }
 

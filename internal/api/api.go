@@ -18,8 +18,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/vigil-pam/vigil/internal/alert"
 	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/policy"
+	"github.com/vigil-pam/vigil/internal/rules"
 	"github.com/vigil-pam/vigil/internal/session"
 	"github.com/vigil-pam/vigil/internal/token"
 	"github.com/vigil-pam/vigil/internal/vault"
@@ -42,6 +44,12 @@ type Server struct {
 	// locks and revocation end matching ones).
 	Live  *session.Registry
 	Audit *audit.Log
+	// Alerts is the alert store (rule hits, monitor findings).
+	Alerts *alert.Store
+	// Rules is the rules engine; DefaultRulePacks apply to targets that
+	// enable none of their own.
+	Rules            *rules.Engine
+	DefaultRulePacks []string
 	// Issuer is Vigil's own "iss", the default issuer of revocations.
 	Issuer string
 	// Gatherer serves /metrics.
@@ -79,6 +87,11 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/sessions/{id}", s.admin(s.getSession))
 	mux.Handle("GET /api/v1/sessions/{id}/recording", s.admin(s.sessionRecording))
 	mux.Handle("GET /api/v1/sessions/{id}/live", s.admin(s.watchSession))
+	mux.Handle("GET /api/v1/alerts", s.admin(s.listAlerts))
+	mux.Handle("POST /api/v1/alerts/{id}/ack", s.admin(s.ackAlert))
+	mux.Handle("GET /api/v1/rules", s.admin(s.listRules))
+	mux.Handle("POST /api/v1/rules/test", s.admin(s.testRules))
+	mux.Handle("PUT /api/v1/targets/{name}/rules", s.admin(s.setTargetRules))
 	mux.Handle("POST /api/v1/sessions/{id}/pause", s.admin(s.pauseSession))
 	mux.Handle("POST /api/v1/sessions/{id}/resume", s.admin(s.resumeSession))
 	mux.Handle("POST /api/v1/sessions/{id}/terminate", s.admin(s.terminateSession))

@@ -32,6 +32,8 @@ type TargetRequest struct {
 	HostKey  string            `json:"host_key,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
 	FailOpen bool              `json:"fail_open,omitempty"`
+	// RulePacks enables real-time rule packs; empty means the default.
+	RulePacks []string `json:"rule_packs,omitempty"`
 }
 
 func (s *Server) addTarget(w http.ResponseWriter, r *http.Request) {
@@ -40,7 +42,11 @@ func (s *Server) addTarget(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := vault.Target{Name: in.Name, Login: in.Login, Database: in.Database, Labels: in.Labels, FailOpen: in.FailOpen,
-		HostKey: in.HostKey, CreatedBy: identity(r).Claims.Subject}
+		RulePacks: in.RulePacks, HostKey: in.HostKey, CreatedBy: identity(r).Claims.Subject}
+	if err := s.Rules.ValidateSpecs(in.RulePacks); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
 	switch {
 	case in.SSH != "" && in.PG == "":
 		t.Kind, t.Addr = vault.KindSSH, in.SSH
@@ -83,7 +89,7 @@ func (s *Server) addTarget(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data := map[string]any{"kind": added.Kind, "addr": added.Addr, "login": added.Login, "auth": added.Auth,
-		"host_key_fingerprint": added.HostKeyFingerprint, "labels": added.Labels, "fail_open": added.FailOpen}
+		"host_key_fingerprint": added.HostKeyFingerprint, "labels": added.Labels, "fail_open": added.FailOpen, "rule_packs": added.RulePacks}
 	if tofu {
 		data["host_key_trust"] = "first use"
 	}
@@ -184,6 +190,11 @@ func (s *Server) sessionRecording(w http.ResponseWriter, r *http.Request) {
 	}
 	if !s.record(w, r, "recording.view", sess.Target, map[string]any{"session": sess.ID}) {
 		return
+	}
+	if l, ok := s.Live.Get(sess.ID); ok {
+		// Live: what was recorded up to now, not up to the last flush.
+		// An error means the session just ended and its file is whole.
+		l.Flush()
 	}
 	w.Header().Set("Content-Type", "application/x-asciicast")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+sess.ID+`.cast"`)

@@ -241,5 +241,17 @@ func (k *Keystrokes) maskLine() error {
 	return k.release(n, true)
 }
 
+// Unechoed returns how many printable keys are held, typed but not (yet)
+// echoed.
+func (k *Keystrokes) Unechoed() int {
+	n := 0
+	for _, kk := range k.pending {
+		if kk.printable {
+			n++
+		}
+	}
+	return n
+}
+
 // Close masks and records whatever is still held.
 func (k *Keystrokes) Close() error { return k.release(len(k.pending), true) }

@@ -78,6 +78,8 @@ type Writer struct {
 	path  string
 	q     chan item
 	done  chan Summary // the encoder's result, once, after q is closed
+	// finished is closed when the file is complete (after Close).
+	finished chan struct{}
 
 	// mu guards carry, closed, tap and seq, and orders events into q.
 	mu     sync.Mutex
@@ -178,7 +180,8 @@ func Create(dir, id string, hdr Header, start time.Time) (*Writer, error) {
 	// Modest buffers: an idle session holds them for hours, and the
 	// encoder's own goroutine keeps write syscalls off the relay's path.
 	w := &Writer{start: start, path: path, f: f, counter: cw, fileBuf: bufio.NewWriterSize(cw, 32<<10),
-		carry: map[string][]byte{}, q: make(chan item, queueDepth), done: make(chan Summary, 1)}
+		carry: map[string][]byte{}, q: make(chan item, queueDepth), done: make(chan Summary, 1),
+		finished: make(chan struct{})}
 	w.buf = bufio.NewWriterSize(gzSink{w}, 16<<10)
 	hdr.Version = 2
 	if hdr.Timestamp == 0 {
@@ -239,6 +242,7 @@ func (w *Writer) encode() {
 		case it, ok := <-w.q:
 			if !ok {
 				w.done <- w.finish()
+				close(w.finished)
 				return
 			}
 			if it.ack != nil {
@@ -301,13 +305,15 @@ func (w *Writer) gzFlush() error {
 }
 
 // Flush waits until every event given so far is on disk (or failed).
+// During or after Close it waits for the file to be complete.
 func (w *Writer) Flush() error { return w.request(false) }
 
 func (w *Writer) request(release bool) error {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
-		return errors.New("recording: flush after close")
+		<-w.finished
+		return w.Err()
 	}
 	ack := make(chan error, 1)
 	w.q <- item{ack: ack, release: release}

@@ -203,6 +203,10 @@ func (l *Live) Publish(seq int64, t float64, code string, data []byte) {
 	}
 }
 
+// Flush puts every event recorded so far on disk (for a download of a
+// session that is still live).
+func (l *Live) Flush() error { return l.rec.Flush() }
+
 // Watcher receives a live session's events.
 type Watcher struct {
 	l *Live

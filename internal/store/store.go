@@ -84,7 +84,9 @@ func openSQLite(ctx context.Context, rawURL, path string) (*DB, error) {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
-	sqldb, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	// The path is a URI path: '?', '#' and '%' in a directory name must
+	// not end it or be decoded (SQLite would open another file).
+	sqldb, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}

@@ -71,3 +71,24 @@ func TestOpenBadURLs(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenOddPaths: characters that mean something in a URI open the file
+// named, not another one.
+func TestOpenOddPaths(t *testing.T) {
+	ctx := context.Background()
+	for _, name := range []string{"a#b", "a?b", "a%20b", "a b"} {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), name)
+			os.Mkdir(dir, 0o700)
+			path := filepath.Join(dir, "v.db")
+			db, err := Open(ctx, "sqlite://"+path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Fatalf("got %v, want the database at %s with mode 600", err, path)
+			}
+		})
+	}
+}

@@ -53,7 +53,11 @@ type Target struct {
 	Labels   map[string]string `json:"labels,omitempty"`
 	// FailOpen lets a session continue unrecorded when its recording
 	// fails mid-session. The default (false) ends the session.
-	FailOpen  bool      `json:"fail_open"`
+	FailOpen bool `json:"fail_open"`
+	// RulePacks are the real-time rule packs enabled on the target, as
+	// specs ("os-sensitive" or "os-sensitive=pause"); empty means the
+	// server's default packs.
+	RulePacks []string  `json:"rule_packs,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	CreatedBy string    `json:"created_by"`
 }
@@ -179,10 +183,10 @@ func (v *Vault) Add(ctx context.Context, t Target, secret []byte) (Target, error
 		failOpen = 1
 	}
 	res, err := v.db.ExecContext(ctx, `INSERT INTO targets
-		(name, kind, addr, login, auth, secret, host_key, database, labels, fail_open, created_at, created_by)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (name) DO NOTHING`,
+		(name, kind, addr, login, auth, secret, host_key, database, labels, fail_open, created_at, created_by, rule_packs)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (name) DO NOTHING`,
 		t.Name, t.Kind, t.Addr, t.Login, t.Auth, sealed, t.HostKey, t.Database, string(labels), failOpen,
-		store.Nanos(t.CreatedAt), t.CreatedBy)
+		store.Nanos(t.CreatedAt), t.CreatedBy, strings.Join(t.RulePacks, ","))
 	if err != nil {
 		return Target{}, fmt.Errorf("vault: add %s: %w", t.Name, err)
 	}
@@ -199,14 +203,30 @@ func (v *Vault) withFingerprint(t Target) Target {
 	return t
 }
 
-const targetColumns = `name, kind, addr, login, auth, host_key, database, labels, fail_open, created_at, created_by`
+// SetRulePacks replaces the rule packs enabled on target name (the caller
+// has validated them).
+func (v *Vault) SetRulePacks(ctx context.Context, name string, packs []string) error {
+	res, err := v.db.ExecContext(ctx, `UPDATE targets SET rule_packs = $2 WHERE name = $1`, name, strings.Join(packs, ","))
+	if err != nil {
+		return fmt.Errorf("vault: set rule packs of %s: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+const targetColumns = `name, kind, addr, login, auth, host_key, database, labels, fail_open, created_at, created_by, rule_packs`
 
 func scanTarget(row interface{ Scan(...any) error }) (Target, error) {
 	var t Target
-	var labels string
+	var labels, packs string
 	var failOpen, created int64
-	if err := row.Scan(&t.Name, &t.Kind, &t.Addr, &t.Login, &t.Auth, &t.HostKey, &t.Database, &labels, &failOpen, &created, &t.CreatedBy); err != nil {
+	if err := row.Scan(&t.Name, &t.Kind, &t.Addr, &t.Login, &t.Auth, &t.HostKey, &t.Database, &labels, &failOpen, &created, &t.CreatedBy, &packs); err != nil {
 		return Target{}, err
+	}
+	if packs != "" {
+		t.RulePacks = strings.Split(packs, ",")
 	}
 	json.Unmarshal([]byte(labels), &t.Labels)
 	t.FailOpen = failOpen != 0

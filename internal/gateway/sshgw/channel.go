@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/vigil-pam/vigil/internal/recording"
+	"github.com/vigil-pam/vigil/internal/rules"
 	"github.com/vigil-pam/vigil/internal/token"
 	"golang.org/x/crypto/ssh"
 )
@@ -57,6 +58,16 @@ type channel struct {
 	// toldPause is the pause (conn.pauses) the user was last told that
 	// input is discarded.
 	toldPause atomic.Int64
+
+	// inMu orders the input relay: it is held while a chunk is tapped
+	// and written, and guards held, editor and lineChunks.
+	inMu sync.Mutex
+	// held is input a pause rule withheld until an admin resumes.
+	held       []byte
+	editor     rules.LineEditor
+	lineChunks int // input chunks of the line being typed
+	// outLines splits output for output rules (guarded by mu).
+	outLines rules.OutputLines
 }
 
 func (c *conn) handleSession(nc ssh.NewChannel) {
@@ -89,15 +100,15 @@ func (c *conn) handleSession(nc ssh.NewChannel) {
 
 	var out sync.WaitGroup
 	out.Add(2)
-	go func() { defer out.Done(); ch.pump(client, up, ch.output) }()
-	go func() { defer out.Done(); ch.pump(client.Stderr(), up.Stderr(), ch.output) }()
+	go func() { defer out.Done(); ch.pump(client, up, ch.output, nil) }()
+	go func() { defer out.Done(); ch.pump(client.Stderr(), up.Stderr(), ch.output, nil) }()
 	go func() {
 		// The target's EOF reaches the client after all its output.
 		out.Wait()
 		client.CloseWrite()
 	}()
 	go func() {
-		ch.pump(up, client, ch.input)
+		ch.pump(up, client, ch.input, &ch.inMu)
 		up.CloseWrite()
 	}()
 	upDone := make(chan struct{})
@@ -136,8 +147,24 @@ func (c *conn) handleSession(nc ssh.NewChannel) {
 // pump copies src to dst, passing each chunk through tap first: tap
 // returns what is relayed (the chunk, part of it, or nothing) and false
 // when the relay must stop (a chunk that cannot be recorded is not
-// relayed).
-func (ch *channel) pump(dst io.Writer, src io.Reader, tap func([]byte) ([]byte, bool)) {
+// relayed). With mu, each tap and its write happen under it.
+func (ch *channel) pump(dst io.Writer, src io.Reader, tap func([]byte) ([]byte, bool), mu *sync.Mutex) {
+	relay := func(p []byte) bool {
+		if mu != nil {
+			mu.Lock()
+			defer mu.Unlock()
+		}
+		out, ok := tap(p)
+		if !ok {
+			return false
+		}
+		if len(out) > 0 {
+			if _, err := dst.Write(out); err != nil {
+				return false
+			}
+		}
+		return true
+	}
 	small := make([]byte, idleBuffer)
 	for {
 		// Wait for data in the small buffer; a full read means more is
@@ -145,16 +172,9 @@ func (ch *channel) pump(dst io.Writer, src io.Reader, tap func([]byte) ([]byte, 
 		n, err := src.Read(small)
 		buf, big := small, (*[]byte)(nil)
 		for n > 0 {
-			out, ok := tap(buf[:n])
-			if !ok {
+			if !relay(buf[:n]) {
 				putBig(big)
 				return
-			}
-			if len(out) > 0 {
-				if _, werr := dst.Write(out); werr != nil {
-					putBig(big)
-					return
-				}
 			}
 			if err != nil || n < len(buf) {
 				break
@@ -206,6 +226,9 @@ func (ch *channel) recordOutput(p []byte) bool {
 	if ch.keys != nil {
 		ch.keys.Output(p)
 	}
+	if c.rules.Has(rules.KindOutput) && ch.kind != kindSCP {
+		ch.outputRules(p)
+	}
 	return c.recorded(c.rec.Output(c.s.cfg.Now(), p))
 }
 
@@ -223,6 +246,21 @@ func (ch *channel) input(p []byte) ([]byte, bool) {
 		if c.live.Wait(c.ctx) != nil {
 			return nil, false
 		}
+	}
+	var held []byte
+	if ch.held != nil {
+		// Resumed after a pause rule, and the user typed before
+		// releaseHeld ran: what was held goes first.
+		held, ch.held = ch.held, nil
+	}
+	if c.rules.Has(rules.KindCommand) && ch.interactive() {
+		var ok bool
+		if p, ok = ch.commandRules(p); !ok {
+			return nil, false
+		}
+	}
+	if held != nil {
+		p = append(held, p...)
 	}
 	return p, ch.recordInput(p)
 }
@@ -307,7 +345,7 @@ func (ch *channel) allowed(action, what string, r *ssh.Request) bool {
 		r.Reply(true, nil)
 	}
 	ch.client.Stderr().Write([]byte(fmt.Sprintf("[vigil] %s is not granted on %s as %s\r\n", action, c.info.target.Name, c.info.login)))
-	ch.client.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{1}))
+	ch.client.SendRequest("exit-status", false, exitStatus(1))
 	ch.client.CloseWrite()
 	ch.up.Close()
 	return false
@@ -324,6 +362,9 @@ func (ch *channel) forward(r *ssh.Request) bool {
 	}
 	return ok
 }
+
+// exitStatus is the payload of an exit-status request.
+func exitStatus(code uint32) []byte { return ssh.Marshal(struct{ Status uint32 }{code}) }
 
 func refuse(r *ssh.Request) {
 	if r.WantReply {
@@ -391,6 +432,9 @@ func (ch *channel) request(r *ssh.Request) {
 			kind, action = kindSCP, token.ActionSFTP
 		}
 		if !ch.allowed(action, "exec: "+p.Command, r) {
+			return
+		}
+		if kind == kindExec && !ch.checkCommand(p.Command, r, r.WantReply) {
 			return
 		}
 		ch.start(kind, "exec: "+p.Command, r)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/recording"
+	"github.com/vigil-pam/vigil/internal/rules"
 	"github.com/vigil-pam/vigil/internal/session"
 	"github.com/vigil-pam/vigil/internal/vault"
 	"golang.org/x/crypto/ssh"
@@ -54,6 +55,8 @@ type conn struct {
 	// pauses counts pauses, so a channel tells its user once per pause
 	// that input is discarded.
 	pauses atomic.Int64
+	// rules are the real-time rules of the target (nil: none).
+	rules *rules.Set
 	// recState is the recording's state: recOK, recFailedOpen (the session
 	// goes on unrecorded, by the target's policy) or recFailedClosed (the
 	// session is ending and nothing more may be relayed).
@@ -138,6 +141,12 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		return
 	}
 
+	if c.rules, err = c.ruleSet(); err != nil {
+		c.audit("session.rules_failed", map[string]any{"error": err.Error()})
+		c.refuse(chans, "the rules for "+t.Name+" cannot be loaded, so the session is refused", err)
+		c.end()
+		return
+	}
 	up, err := c.dialUpstream()
 	if err != nil {
 		c.refuse(chans, err.Error(), err)
@@ -191,7 +200,7 @@ func (c *conn) refuse(chans <-chan ssh.NewChannel, msg string, cause error) {
 		}
 		go ssh.DiscardRequests(reqs)
 		ch.Stderr().Write([]byte("[vigil] " + msg + "\r\n"))
-		ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{255}))
+		ch.SendRequest("exit-status", false, exitStatus(255))
 		ch.Close()
 		break
 	}
@@ -443,6 +452,9 @@ func (c *conn) Resumed(by string) {
 		c.rec.Marker(c.s.cfg.Now(), msg)
 	}
 	c.notify(msg)
+	for _, ch := range c.openChannels() {
+		go ch.releaseHeld()
+	}
 }
 
 // Terminate implements session.Controls: the session ends with reason,
@@ -471,9 +483,6 @@ func (c *conn) end() {
 	if e.By != "" {
 		data["by"] = e.By
 	}
-	if c.live != nil {
-		c.s.cfg.Live.Remove(c.live, e.Reason)
-	}
 	if c.rec != nil {
 		sum, err := c.rec.Close(now)
 		c.sess.Digest = sum.Digest
@@ -481,6 +490,11 @@ func (c *conn) end() {
 		if err != nil {
 			data["recording_error"] = err.Error()
 		}
+	}
+	// Out of the registry once the recording is whole: a download of a
+	// session that is still listed live flushes it first.
+	if c.live != nil {
+		c.s.cfg.Live.Remove(c.live, e.Reason)
 	}
 	c.mu.Lock()
 	c.sess.Commands = append([]string(nil), c.commands...)

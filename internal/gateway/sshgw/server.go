@@ -28,6 +28,7 @@ import (
 
 	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/policy"
+	"github.com/vigil-pam/vigil/internal/rules"
 	"github.com/vigil-pam/vigil/internal/session"
 	"github.com/vigil-pam/vigil/internal/token"
 	"github.com/vigil-pam/vigil/internal/vault"
@@ -74,6 +75,12 @@ type Config struct {
 	// Locks bars users and targets; nil means no locks (tests).
 	Locks    *policy.Locks
 	Sessions *session.Store
+	// Rules is the real-time rules engine; nil means no rules (tests).
+	Rules *rules.Engine
+	// DefaultRulePacks apply to targets that enable none of their own.
+	DefaultRulePacks []string
+	// Alerts receives rule hits as alerts; nil means audit events only.
+	Alerts Alerter
 	// Live is the registry live sessions join (watch, pause, terminate,
 	// locks); nil means a registry of the gateway's own.
 	Live  *session.Registry

@@ -1,0 +1,221 @@
+package sshgw
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/vigil-pam/vigil/internal/alert"
+	"github.com/vigil-pam/vigil/internal/rules"
+)
+
+// clearLine is what Vigil types in place of a blocked command's Enter:
+// ^E moves to the end of a readline line and ^U kills it; without line
+// editing (a canonical-mode tty), ^E is one more character and ^U, the
+// tty's kill character, erases the whole line.
+const clearLine = "\x05\x15"
+
+// Alerter raises alerts; *alert.Store implements it.
+type Alerter interface {
+	Raise(ctx context.Context, a alert.Alert) (alert.Alert, bool, error)
+}
+
+// ruleSet resolves the rules of the session's target: its own packs, or
+// the server's default packs.
+func (c *conn) ruleSet() (*rules.Set, error) {
+	if c.s.cfg.Rules == nil {
+		return nil, nil
+	}
+	packs := c.info.target.RulePacks
+	if len(packs) == 0 {
+		packs = c.s.cfg.DefaultRulePacks
+	}
+	return c.s.cfg.Rules.Set(packs)
+}
+
+// reportHits records rule hits: an audit event per hit (durable before
+// the action proceeds) and an alert. taken is what Vigil did about the
+// line (the strongest action of the hits); text may be shown redacted.
+func (c *conn) reportHits(kind rules.Kind, text string, hits []rules.Hit, taken rules.Action) {
+	for _, h := range hits {
+		data := map[string]any{"rule": h.Rule.ID, "pack": h.Rule.Pack, "kind": string(kind), "severity": string(h.Rule.Severity),
+			"action": string(h.Rule.Action), "taken": string(taken), "text": text, "description": h.Rule.Description}
+		c.audit("rule.hit", data)
+		if c.s.cfg.Alerts == nil {
+			continue
+		}
+		sev, err := alert.ParseSeverity(string(h.Rule.Severity))
+		if err != nil {
+			sev = alert.Medium
+		}
+		_, _, err = c.s.cfg.Alerts.Raise(context.WithoutCancel(c.ctx), alert.Alert{
+			Severity: sev, Kind: "rule", Rule: h.Rule.ID, Actor: c.sess.User, Target: c.sess.Target, Session: c.sess.ID,
+			Source:   c.sess.Source,
+			Summary:  fmt.Sprintf("%s (%s, %s)", h.Rule.Description, h.Rule.ID, taken),
+			Data:     map[string]any{"text": text, "kind": string(kind), "pack": h.Rule.Pack, "action": string(h.Rule.Action), "taken": string(taken)},
+			DedupKey: "rule|" + c.sess.ID + "|" + h.Rule.ID + "|" + text,
+		})
+		if err != nil {
+			c.s.cfg.Log.Error("alert not raised", append(c.log(), "rule", h.Rule.ID, "err", err)...)
+		}
+	}
+}
+
+// ruleMessage is what the user is told when a rule acts.
+func ruleMessage(h rules.Hit, what string) string {
+	return fmt.Sprintf("%s by rule %s: %s", what, h.Rule.ID, h.Rule.Description)
+}
+
+// ruleBy is who paused or ended a session on a rule's behalf.
+func ruleBy(h rules.Hit) string { return "rule " + h.Rule.ID }
+
+// checkCommand applies command rules to an exact command (an exec
+// request) and reports whether it may run. A pause waits for review
+// before the command starts (see channel.start).
+func (ch *channel) checkCommand(cmd string, r interface{ Reply(bool, []byte) error }, wantReply bool) bool {
+	c := ch.c
+	hits := c.rules.Match(rules.KindCommand, cmd)
+	top, ok := rules.Strongest(hits)
+	if !ok {
+		return true
+	}
+	c.reportHits(rules.KindCommand, cmd, hits, top.Rule.Action)
+	switch top.Rule.Action {
+	case rules.ActionBlock:
+		c.markRule(top, "blocked", cmd)
+		ch.mu.Lock()
+		ch.kind = "blocked"
+		ch.mu.Unlock()
+		if wantReply {
+			r.Reply(true, nil)
+		}
+		ch.client.Stderr().Write([]byte("[vigil] " + ruleMessage(top, "command blocked") + "\r\n"))
+		ch.client.SendRequest("exit-status", false, exitStatus(1))
+		ch.client.CloseWrite()
+		ch.up.Close()
+		return false
+	case rules.ActionPause:
+		c.markRule(top, "paused for review", cmd)
+		c.live.Pause(ruleBy(top), "review before it runs: "+top.Rule.Description)
+	case rules.ActionTerminate:
+		c.markRule(top, "terminated", cmd)
+		go c.terminate(&Ended{Reason: ruleMessage(top, "terminated"), By: ruleBy(top)})
+		if wantReply {
+			r.Reply(false, nil)
+		}
+		return false
+	}
+	return true
+}
+
+// markRule marks the recording where a rule acted.
+func (c *conn) markRule(h rules.Hit, what, text string) {
+	if c.recording() {
+		c.rec.Marker(c.s.cfg.Now(), fmt.Sprintf("rule %s: %s: %s", h.Rule.ID, what, text))
+	}
+}
+
+// commandRules reconstructs the command lines typed at a terminal and
+// applies the command rules at each Enter. It returns what may be
+// forwarded of p and false if the session must stop. It runs on the input
+// pump under ch.inMu.
+//
+// block: the Enter and the rest of the chunk are withheld, the line is
+// cleared on the target and the user told why. pause: the Enter and the
+// rest are held until an admin resumes (they are sent then) or ends the
+// session. terminate: nothing more is sent.
+func (ch *channel) commandRules(p []byte) ([]byte, bool) {
+	c := ch.c
+	ch.lineChunks++
+	for off := 0; off < len(p); {
+		n, line, submitted := ch.editor.Feed(p[off:])
+		off += n
+		if !submitted || n <= 0 {
+			break
+		}
+		chunks := ch.lineChunks
+		ch.lineChunks = 0
+		hits := c.rules.Match(rules.KindCommand, line)
+		top, ok := rules.Strongest(hits)
+		if !ok {
+			continue
+		}
+		shown := line
+		if ch.typedUnechoed(line, chunks) {
+			// Typed key by key and never echoed: a password prompt,
+			// not a command. The rule still acts; the text is not
+			// repeated in the audit log and alerts.
+			shown = fmt.Sprintf("[input typed without echo: %d characters]", len(line))
+		}
+		if ch.editor.Uncertain() {
+			shown += " (reconstructed: may differ from what the shell ran)"
+		}
+		c.reportHits(rules.KindCommand, shown, hits, top.Rule.Action)
+		enter := off - 1
+		switch top.Rule.Action {
+		case rules.ActionBlock:
+			c.markRule(top, "blocked", shown)
+			ch.editor.Reset()
+			out := append(append(make([]byte, 0, enter+len(clearLine)), p[:enter]...), clearLine...)
+			go c.notifyChannels(ruleMessage(top, "command blocked"), []*channel{ch})
+			return out, true
+		case rules.ActionPause:
+			c.markRule(top, "paused for review", shown)
+			ch.held = append([]byte(nil), p[enter:]...)
+			c.live.Pause(ruleBy(top), "review before it runs: "+top.Rule.Description)
+			return p[:enter], true
+		case rules.ActionTerminate:
+			c.markRule(top, "terminated", shown)
+			go c.terminate(&Ended{Reason: ruleMessage(top, "terminated"), By: ruleBy(top)})
+			return nil, false
+		}
+	}
+	return p, true
+}
+
+// typedUnechoed reports whether line looks like a secret: typed over
+// several chunks (not pasted) with none of its characters echoed back.
+func (ch *channel) typedUnechoed(line string, chunks int) bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return chunks > 1 && ch.keys != nil && ch.keys.Unechoed() >= len(strings.TrimSpace(line))
+}
+
+// releaseHeld sends what a pause rule held back, after an admin resumed
+// the session. The input pump sends it first if the user types before
+// this runs.
+func (ch *channel) releaseHeld() {
+	ch.inMu.Lock()
+	defer ch.inMu.Unlock()
+	if ch.held == nil {
+		return
+	}
+	held := ch.held
+	ch.held = nil
+	if ch.recordInput(held) {
+		ch.up.Write(held)
+	}
+}
+
+// outputRules applies output rules to the lines the target prints.
+// alert and pause act as for commands; block cannot withhold what is
+// already printing, so it pauses the session for review instead.
+func (ch *channel) outputRules(p []byte) {
+	c := ch.c
+	ch.outLines.Feed(p, func(line string) {
+		hits := c.rules.Match(rules.KindOutput, line)
+		top, ok := rules.Strongest(hits)
+		if !ok {
+			return
+		}
+		c.reportHits(rules.KindOutput, line, hits, top.Rule.Action)
+		switch top.Rule.Action {
+		case rules.ActionPause, rules.ActionBlock:
+			c.markRule(top, "paused for review", line)
+			go c.live.Pause(ruleBy(top), "output needs review: "+top.Rule.Description)
+		case rules.ActionTerminate:
+			c.markRule(top, "terminated", line)
+			go c.terminate(&Ended{Reason: ruleMessage(top, "terminated"), By: ruleBy(top)})
+		}
+	})
+}

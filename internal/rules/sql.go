@@ -1,0 +1,187 @@
+package rules
+
+import (
+	"regexp"
+	"strings"
+)
+
+// sqlStmt is one SQL statement, as sent and normalised.
+type sqlStmt struct {
+	orig string // as sent, trimmed
+	norm string // normalised, see normalizeSQL
+}
+
+// maxSQLDepth bounds how deep splitSQL looks into the bodies of DO blocks
+// and functions nested in one another.
+const maxSQLDepth = 3
+
+// codeBody matches a normalised statement whose dollar-quoted strings are
+// code (a DO block, a function or procedure body) rather than data.
+var codeBody = regexp.MustCompile(`^(?:do\b|create\s+(?:or\s+replace\s+)?(?:function|procedure)\b)`)
+
+// splitSQL splits sql into statements at the semicolons outside
+// comments, literals and quoted identifiers, and normalises each for
+// KindSQL rules: comments (-- and nested /* */) become a space; the
+// contents of string literals ('...', E'...', $tag$...$tag$) and quoted
+// identifiers ("...") are removed, leaving the empty quotes; letters are
+// lower-cased and runs of white space become one space. So a statement
+// inside a string, as in SELECT 'drop table x', cannot hit, while
+// DROP/**/TABLE "Users" reads as drop table "".
+//
+// The dollar-quoted bodies of DO blocks and of CREATE FUNCTION and CREATE
+// PROCEDURE are code, not data: their statements follow the statement
+// that holds them. Dynamic SQL (EXECUTE 'DROP ...') stays hidden, like
+// any string.
+func splitSQL(sql string) []sqlStmt { return appendSQL(nil, sql, 0) }
+
+func appendSQL(out []sqlStmt, sql string, depth int) []sqlStmt {
+	var (
+		b      strings.Builder
+		bodies []string // dollar-quoted strings of the current statement
+		start  int      // of the current statement in sql
+		space  bool     // white space is pending
+	)
+	emit := func(s string) {
+		if space && b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		space = false
+		b.WriteString(s)
+	}
+	flush := func(end int) {
+		if norm := b.String(); norm != "" {
+			out = append(out, sqlStmt{orig: strings.TrimSpace(sql[start:end]), norm: norm})
+			if depth < maxSQLDepth && codeBody.MatchString(norm) {
+				for _, body := range bodies {
+					out = appendSQL(out, body, depth+1)
+				}
+			}
+		}
+		b.Reset()
+		bodies, space = bodies[:0], false
+	}
+	for i := 0; i < len(sql); {
+		c := sql[i]
+		switch {
+		case c == '-' && strings.HasPrefix(sql[i:], "--"):
+			if j := strings.IndexByte(sql[i:], '\n'); j >= 0 {
+				i += j
+			} else {
+				i = len(sql)
+			}
+			space = true
+		case c == '/' && strings.HasPrefix(sql[i:], "/*"):
+			i = skipBlockComment(sql, i)
+			space = true
+		case c == '\'':
+			// E'...' strings take backslash escapes.
+			esc := i > 0 && sql[i-1]|0x20 == 'e' && (i < 2 || !isIdentByte(sql[i-2]))
+			i = skipQuoted(sql, i, '\'', esc)
+			emit("''")
+		case c == '"':
+			i = skipQuoted(sql, i, '"', false)
+			emit(`""`)
+		case c == '$':
+			tag := dollarTag(sql, i)
+			if tag == "" || (i > 0 && isIdentByte(sql[i-1])) {
+				emit("$")
+				i++
+				break
+			}
+			body := i + len(tag)
+			j := strings.Index(sql[body:], tag)
+			if j < 0 {
+				bodies = append(bodies, sql[body:])
+				i = len(sql)
+			} else {
+				bodies = append(bodies, sql[body:body+j])
+				i = body + j + len(tag)
+			}
+			emit("$$")
+		case c == ';':
+			flush(i)
+			i++
+			start = i
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			space = true
+			i++
+		default:
+			if space && b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			space = false
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b.WriteByte(c)
+			i++
+		}
+	}
+	flush(len(sql))
+	return out
+}
+
+// skipBlockComment returns the index after the (nested, as in
+// PostgreSQL) block comment that starts at i, or len(s) if it does not
+// end.
+func skipBlockComment(s string, i int) int {
+	depth := 0
+	for i < len(s) {
+		switch {
+		case strings.HasPrefix(s[i:], "/*"):
+			depth++
+			i += 2
+		case strings.HasPrefix(s[i:], "*/"):
+			depth--
+			i += 2
+			if depth == 0 {
+				return i
+			}
+		default:
+			i++
+		}
+	}
+	return len(s)
+}
+
+// skipQuoted returns the index after the string or quoted identifier that
+// starts with q at i; a doubled q is an escaped q, and so is \q when esc.
+// An unterminated one runs to the end of s.
+func skipQuoted(s string, i int, q byte, esc bool) int {
+	for i++; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			if esc {
+				i++
+			}
+		case q:
+			if i+1 < len(s) && s[i+1] == q {
+				i++
+				continue
+			}
+			return i + 1
+		}
+	}
+	return len(s)
+}
+
+// dollarTag returns the dollar-quote opening tag ($$ or $name$) at i, or
+// "" if there is none (as in the parameter $1).
+func dollarTag(s string, i int) string {
+	for j := i + 1; j < len(s); j++ {
+		c := s[j]
+		switch {
+		case c == '$':
+			return s[i : j+1]
+		case c == '_' || 'a' <= c|0x20 && c|0x20 <= 'z' || c >= 0x80:
+		case '0' <= c && c <= '9' && j > i+1:
+		default:
+			return ""
+		}
+	}
+	return ""
+}
+
+func isIdentByte(c byte) bool {
+	return c == '_' || c == '$' || '0' <= c && c <= '9' || 'a' <= c|0x20 && c|0x20 <= 'z' || c >= 0x80
+}

@@ -1,0 +1,65 @@
+package rules
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestSplitSQL(t *testing.T) {
+	tests := []struct {
+		name string
+		sql  string
+		want []string // normalised statements
+	}{
+		{"one", "SELECT 1", []string{"select 1"}},
+		{"white space", "  SELECT\n\t*  FROM\r\n t ;  ", []string{"select * from t"}},
+		{"several", "a; b;;c", []string{"a", "b", "c"}},
+		{"line comment", "select 1 -- drop table x; still comment\nfrom t", []string{"select 1 from t"}},
+		{"block comment", "drop/* x; */table t", []string{"drop table t"}},
+		{"nested comment", "a /* x /* y */ ; z */ b", []string{"a b"}},
+		{"string", "select 'a;b''c' from t", []string{"select '' from t"}},
+		{"E string", `select E'a\';b' ; x`, []string{"select e''", "x"}},
+		{"backslash is literal", `select 'a\';b'`, []string{"select ''", "b''"}},
+		{"identifier", `select "A;""B" from "T"`, []string{`select "" from ""`}},
+		{"dollar", "select $$a;b$$, $t$x;$$;y$t$", []string{"select $$, $$"}},
+		{"parameter", "select $1, a$b$ from t", []string{"select $1, a$b$ from t"}},
+		{"unterminated string", "select 'abc; drop table t", []string{"select ''"}},
+		{"unterminated comment", "select 1 /* drop table t", []string{"select 1"}},
+		{"DO body", "DO $$ BEGIN DELETE FROM t; END $$; select 1", []string{"do $$", "begin delete from t", "end", "select 1"}},
+		{"function body", "create or replace function f() returns int as $f$ select 1; $f$ language sql",
+			[]string{"create or replace function f() returns int as $$ language sql", "select 1"}},
+		{"data not code", "select $$ delete from t $$", []string{"select $$"}},
+		{"empty", " ;; -- x\n", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, st := range splitSQL(tc.sql) {
+				got = append(got, st.norm)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSplitSQLOrig(t *testing.T) {
+	got := splitSQL("select 1 ;\n  Drop Table \"T\" -- x\n")
+	if len(got) != 2 || got[1].orig != "Drop Table \"T\" -- x" {
+		t.Errorf("got %+v, want the second statement as sent", got)
+	}
+}
+
+func FuzzSplitSQL(f *testing.F) {
+	for _, s := range []string{"select 1", "a;'b;c';$$d$$;/* e */", "DO $x$ begin drop table t; end $x$", "E'\\'"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, st := range splitSQL(s) {
+			if st.norm == "" {
+				t.Errorf("got an empty statement from %q", s)
+			}
+		}
+	})
+}
