@@ -18,6 +18,7 @@ run -bench 'SSH/bulk' -benchtime "$BULK"
 run -bench 'SSH/keystroke' -benchtime "$KEYS"
 run -bench 'SSH/start' -benchtime "$STARTS"
 VIGIL_BENCH_SESSIONS=$SESSIONS run -bench 'SSH/idle-memory' -benchtime 1x
+run -bench 'SSH/watchers' -benchtime "$BULK"
 echo
 awk '
   /^BenchmarkSSH\// {
@@ -35,6 +36,10 @@ awk '
     printf "keystroke   direct p50 %s µs p99 %s µs; vigil p50 %s µs p99 %s µs; added p99 %d µs (goal <= 500)\n", \
       v["keystroke/direct", "p50-µs"], v["keystroke/direct", "p99-µs"], v["keystroke/vigil", "p50-µs"], v["keystroke/vigil", "p99-µs"], \
       v["keystroke/vigil", "p99-µs"] - v["keystroke/direct", "p99-µs"]
+    printf "keystroke   with every rule pack: p50 %s µs p99 %s µs; with 50 watchers: p50 %s µs p99 %s µs\n", \
+      v["keystroke/vigil-rules", "p50-µs"], v["keystroke/vigil-rules", "p99-µs"], v["keystroke/vigil-watched-50", "p50-µs"], v["keystroke/vigil-watched-50", "p99-µs"]
+    w0 = v["watchers/0", "MB/s"]; w50 = v["watchers/50", "MB/s"]
+    printf "watchers    bulk through vigil %.1f MB/s alone, %.1f MB/s with 50 live watchers: ratio %.2f (goal >= 0.95); %.1f watchers cut off\n", w0, w50, ratio(w50, w0), v["watchers/50", "cut-off-watchers"]
     ds = 1e9 / nsop["start/direct"]; gs = 1e9 / nsop["start/vigil"]
     printf "starts      direct %.0f/s  vigil %.0f/s  ratio %.2f (goal >= 0.7)\n", ds, gs, ratio(gs, ds)
     printf "idle        %.0f KiB per session at %d sessions (goal <= 256)\n", v["idle-memory", "KiB/session"], v["idle-memory", "sessions"]

@@ -149,3 +149,17 @@ func readCounter(t *testing.T, path string) int {
 	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return n
 }
+
+// TestSSHGatewayInputFollowsExec: data a client sends right behind its
+// exec request reaches the command (the gateway handles requests and data
+// on different goroutines; the data must not overtake the request).
+func TestSSHGatewayInputFollowsExec(t *testing.T) {
+	f := newGatewayFixture(t, "")
+	tok := f.token(t, "--grant", "web1:root:exec")
+	for i := range 10 {
+		out, errOut, code := run(t, f.s.sshCmd(tok, "ssh", "root@web1@127.0.0.1", "cat"), "sent at once\n")
+		if code != 0 || out != "sent at once\n" {
+			t.Fatalf("run %d: exit %d, stdout %q, stderr %q", i, code, out, errOut)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,8 +79,14 @@ func BenchmarkSSH(b *testing.B) {
 		}
 	}
 	for _, via := range []bool{false, true} {
-		b.Run("keystroke/"+legName(via), func(b *testing.B) { env.keystroke(b, via) })
+		b.Run("keystroke/"+legName(via), func(b *testing.B) { env.keystroke(b, via, 0) })
 	}
+	// The same through Vigil with every built-in rule pack on the target,
+	// and with 50 admins watching the session.
+	env.s.must("", "target", "rules", "web1", "os-sensitive,lateral-movement,credential-access,database")
+	b.Run("keystroke/vigil-rules", func(b *testing.B) { env.keystroke(b, true, 0) })
+	env.s.must("", "target", "rules", "web1")
+	b.Run("keystroke/vigil-watched-50", func(b *testing.B) { env.keystroke(b, true, 50) })
 	for _, via := range []bool{false, true} {
 		b.Run("start/"+legName(via), func(b *testing.B) { env.start(b, via) })
 	}
@@ -97,11 +104,10 @@ func BenchmarkSSH(b *testing.B) {
 func (f *benchEnv) watched(b *testing.B, file string, n int) {
 	fi, _ := os.Stat(file)
 	b.SetBytes(fi.Size())
-	admin, _ := os.ReadFile(filepath.Join(f.s.data, adminTokenFile))
 	cutoff := 0
 	for b.Loop() {
 		b.StopTimer()
-		before := strings.Count(f.s.must("", "sessions", "ls", "--active", "-o", "json"), `"id"`)
+		seen := f.sessionIDs(b)
 		cmd := f.s.sshCmd(f.tok, "ssh", "root@web1@127.0.0.1", "head -c1 >/dev/null; cat "+file)
 		stdin, _ := cmd.StdinPipe()
 		var got countWriter
@@ -109,33 +115,7 @@ func (f *benchEnv) watched(b *testing.B, file string, n int) {
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
-		var active struct{ Sessions []struct{ ID string } }
-		for len(active.Sessions) <= before {
-			time.Sleep(20 * time.Millisecond)
-			json.Unmarshal([]byte(f.s.must("", "sessions", "ls", "--active", "-o", "json")), &active)
-		}
-		id := active.Sessions[0].ID
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		for range n {
-			req, _ := http.NewRequest("GET", "http://"+f.s.addr+"/api/v1/sessions/"+id+"/live", nil)
-			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(admin)))
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil || resp.StatusCode != 200 {
-				b.Fatalf("watch: %v %v", err, resp)
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if bytes.Contains(body, []byte("fell behind")) {
-					mu.Lock()
-					cutoff++
-					mu.Unlock()
-				}
-			}()
-		}
+		done := f.watch(b, f.newSession(b, seen), n)
 		b.StartTimer()
 		stdin.Write([]byte{'\n'})
 		stdin.Close()
@@ -143,10 +123,81 @@ func (f *benchEnv) watched(b *testing.B, file string, n int) {
 			b.Fatalf("%v, %d bytes", err, got)
 		}
 		b.StopTimer()
-		wg.Wait()
+		cutoff += done()
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(cutoff)/float64(b.N), "cut-off-watchers")
+}
+
+// sessionIDs returns the IDs of the sessions so far.
+func (f *benchEnv) sessionIDs(b *testing.B) map[string]bool {
+	var ls struct{ Sessions []struct{ ID string } }
+	json.Unmarshal([]byte(f.s.must("", "sessions", "ls", "-o", "json")), &ls)
+	seen := map[string]bool{}
+	for _, s := range ls.Sessions {
+		seen[s.ID] = true
+	}
+	return seen
+}
+
+// newSession waits for a live session not in seen and returns its ID.
+func (f *benchEnv) newSession(b *testing.B, seen map[string]bool) string {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var active struct{ Sessions []struct{ ID string } }
+		json.Unmarshal([]byte(f.s.must("", "sessions", "ls", "--active", "-o", "json")), &active)
+		for _, s := range active.Sessions {
+			if !seen[s.ID] {
+				return s.ID
+			}
+		}
+	}
+	b.Fatal("no new session")
+	return ""
+}
+
+// watch attaches n live watchers to session id, reading and discarding
+// like a remote admin's terminal. The returned func closes them and
+// reports how many Vigil cut off for falling behind.
+func (f *benchEnv) watch(b *testing.B, id string, n int) func() int {
+	admin, _ := os.ReadFile(filepath.Join(f.s.data, adminTokenFile))
+	var wg sync.WaitGroup
+	var cut atomic.Int64
+	var bodies []io.Closer
+	for range n {
+		req, _ := http.NewRequest("GET", "http://"+f.s.addr+"/api/v1/sessions/"+id+"/live", nil)
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(admin)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			b.Fatalf("watch: %v %v", err, resp)
+		}
+		bodies = append(bodies, resp.Body)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tail := make([]byte, 0, 8<<10)
+			buf := make([]byte, 64<<10)
+			for {
+				k, err := resp.Body.Read(buf)
+				tail = append(tail, buf[:k]...)
+				if len(tail) > 4<<10 {
+					tail = append(tail[:0], tail[len(tail)-(2<<10):]...)
+				}
+				if err != nil {
+					break
+				}
+			}
+			if bytes.Contains(tail, []byte("fell behind")) {
+				cut.Add(1)
+			}
+		}()
+	}
+	return func() int {
+		for _, body := range bodies {
+			body.Close()
+		}
+		wg.Wait()
+		return int(cut.Load())
+	}
 }
 
 func legName(via bool) string { return map[bool]string{false: "direct", true: "vigil"}[via] }
@@ -233,7 +284,8 @@ func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); 
 
 // keystroke: one byte typed into `cat` on a pty and its echo back.
 // Reports p50 and p99 in µs.
-func (f *benchEnv) keystroke(b *testing.B, via bool) {
+func (f *benchEnv) keystroke(b *testing.B, via bool, watchers int) {
+	seen := f.sessionIDs(b)
 	c := f.dial(b, via)
 	defer c.Close()
 	s, err := c.NewSession()
@@ -258,6 +310,9 @@ func (f *benchEnv) keystroke(b *testing.B, via bool) {
 			b.Fatal(err)
 		}
 		got += bytes.Count(buf[:n], []byte("x"))
+	}
+	if watchers > 0 {
+		defer f.watch(b, f.newSession(b, seen), watchers)()
 	}
 	var samples []time.Duration
 	for b.Loop() {

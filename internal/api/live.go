@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,8 +16,12 @@ import (
 // Live stream tuning.
 const (
 	// watchBuffer is how many events a watcher may fall behind before it
-	// is cut off (the session never waits for a watcher).
+	// is cut off (the session never waits for a watcher; its bytes are
+	// bounded too, see session.Watcher).
 	watchBuffer = 4096
+	// watchFlush is the most a watched event waits to be sent: invisible
+	// to a person watching, and many events per write when it is busy.
+	watchFlush = 20 * time.Millisecond
 	// sseKeepalive keeps idle event streams open through proxies.
 	sseKeepalive = 15 * time.Second
 )
@@ -143,45 +146,43 @@ func (s *Server) watchSession(w http.ResponseWriter, r *http.Request) {
 			Data: map[string]any{"reason": end, "events": events, "duration_s": s.Now().Sub(started).Seconds()}})
 	}()
 
-	err = wt.CatchUp(st.header, func(ev recording.Event) error { events++; return st.event(ev) })
+	err = wt.CatchUp(st.header, func(line []byte) error { events++; return st.line("", line) })
 	if err != nil {
 		// The live part still follows: say what is missing.
 		s.Log.Warn("watch catch-up incomplete", "session", l.Info.ID, "err", err)
-		st.event(recording.Event{Code: recording.CodeMarker, Data: "vigil: the session's beginning could not be read: " + err.Error()})
+		st.marker(0, "vigil: the session's beginning could not be read: "+err.Error())
 	}
 	if err := st.flush(); err != nil {
 		return
 	}
 	keepalive := time.NewTicker(sseKeepalive)
 	defer keepalive.Stop()
+	// Lines are flushed to the watcher at most watchFlush after they
+	// arrive: one write for many events when the session is busy.
+	flush := time.NewTimer(watchFlush)
+	flush.Stop()
+	dirty := false
 	for {
 		select {
-		case ev, ok := <-wt.C:
+		case line, ok := <-wt.C:
 			if !ok {
 				end = wt.Reason()
-				st.event(recording.Event{Time: s.Now().Sub(l.Info.StartedAt).Seconds(), Code: recording.CodeMarker, Data: end})
+				st.marker(s.Now().Sub(l.Info.StartedAt).Seconds(), end)
 				st.end(end)
 				st.flush()
 				return
 			}
 			events++
-			if st.event(ev) != nil {
+			wt.Took(line)
+			if st.line("", line) != nil {
 				return
 			}
-			// Send what is queued in one write.
-			for drained := false; !drained; {
-				select {
-				case ev, ok := <-wt.C:
-					if !ok {
-						drained = true
-						break
-					}
-					events++
-					st.event(ev)
-				default:
-					drained = true
-				}
+			if !dirty {
+				dirty = true
+				flush.Reset(watchFlush)
 			}
+		case <-flush.C:
+			dirty = false
 			if st.flush() != nil {
 				return
 			}
@@ -228,15 +229,9 @@ func (st *stream) header(h recording.Header) error {
 	return st.line("header", b)
 }
 
-func (st *stream) event(ev recording.Event) error {
-	b := append(st.buf[:0], '[')
-	b = strconv.AppendFloat(b, ev.Time, 'f', 6, 64)
-	b = append(b, `, `...)
-	code, _ := json.Marshal(ev.Code)
-	data, _ := json.Marshal(ev.Data)
-	b = append(append(append(append(b, code...), ", "...), data...), ']')
-	st.buf = b
-	return st.line("", b)
+func (st *stream) marker(secs float64, label string) error {
+	st.buf = recording.AppendEvent(st.buf[:0], secs, recording.CodeMarker, []byte(label))
+	return st.line("", st.buf)
 }
 
 func (st *stream) end(reason string) {

@@ -388,14 +388,20 @@ func (w *Writer) secs(t time.Time) float64 {
 	return max(t.Sub(w.start).Seconds(), 0)
 }
 
+// AppendEvent appends the asciicast v2 event line [secs, code, data]
+// (without the newline) to dst.
+func AppendEvent(dst []byte, secs float64, code string, data []byte) []byte {
+	dst = append(dst, '[')
+	dst = strconv.AppendFloat(dst, secs, 'f', 6, 64)
+	dst = append(dst, `, "`...)
+	dst = append(dst, code...)
+	dst = append(dst, `", `...)
+	dst = appendJSONString(dst, data)
+	return append(dst, ']')
+}
+
 func (w *Writer) writeLine(t time.Time, code string, p []byte) {
-	line := append(w.line[:0], '[')
-	line = strconv.AppendFloat(line, w.secs(t), 'f', 6, 64)
-	line = append(line, `, "`...)
-	line = append(line, code...)
-	line = append(line, `", `...)
-	line = appendJSONString(line, p)
-	line = append(line, "]\n"...)
+	line := append(AppendEvent(w.line[:0], w.secs(t), code, p), '\n')
 	w.line = line
 	if _, err := w.buf.Write(line); err != nil {
 		w.fail(fmt.Errorf("recording: write %s: %w", w.path, err))

@@ -184,8 +184,9 @@ func (l *Live) Terminate(by, reason string) error {
 }
 
 // Publish hands one recorded event to the watchers. It is the session's
-// recording.Tap: it runs on the relay path, so it never blocks: a watcher
-// whose buffer is full is cut off, not waited for.
+// recording.Tap: it runs on the relay path, so it never blocks. The event
+// is encoded once and shared; a watcher that holds more than
+// watcherBudget bytes it has not taken yet is cut off, not waited for.
 func (l *Live) Publish(seq int64, t float64, code string, data []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -193,10 +194,14 @@ func (l *Live) Publish(seq int64, t float64, code string, data []byte) {
 	if len(l.watchers) == 0 {
 		return
 	}
-	ev := recording.Event{Time: t, Code: code, Data: string(data)}
+	line := recording.AppendEvent(make([]byte, 0, len(data)+32), t, code, data)
 	for w := range l.watchers {
+		if w.pending.Add(int64(len(line))) > watcherBudget {
+			l.dropLocked(w, "the watcher fell behind and was cut off")
+			continue
+		}
 		select {
-		case w.ch <- ev:
+		case w.ch <- line:
 		default:
 			l.dropLocked(w, "the watcher fell behind and was cut off")
 		}
@@ -207,22 +212,31 @@ func (l *Live) Publish(seq int64, t float64, code string, data []byte) {
 // session that is still live).
 func (l *Live) Flush() error { return l.rec.Flush() }
 
+// watcherBudget bounds the bytes a watcher may hold untaken: 50 watchers
+// of a session cost at most 50 times this, however fast the session.
+const watcherBudget = 4 << 20
+
 // Watcher receives a live session's events.
 type Watcher struct {
 	l *Live
 	// From is the sequence number of the first event on C: the events
 	// before it are in the recording file.
 	From int64
-	// C carries the events from From on; it is closed when the watch
-	// ends (Reason says why).
-	C      <-chan recording.Event
-	ch     chan recording.Event
-	reason string // guarded by l.mu
+	// C carries the events from From on as asciicast v2 lines (without
+	// newline; shared, read-only); it is closed when the watch ends
+	// (Reason says why). Hand each line back with Took once written.
+	C       <-chan []byte
+	ch      chan []byte
+	pending atomic.Int64 // bytes on C not yet taken
+	reason  string       // guarded by l.mu
 }
+
+// Took frees line's bytes from w's budget.
+func (w *Watcher) Took(line []byte) { w.pending.Add(-int64(len(line))) }
 
 // Watch adds a watcher whose channel holds up to buffer events.
 func (l *Live) Watch(buffer int) (*Watcher, error) {
-	ch := make(chan recording.Event, buffer)
+	ch := make(chan []byte, buffer)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ended {
@@ -234,12 +248,16 @@ func (l *Live) Watch(buffer int) (*Watcher, error) {
 }
 
 // CatchUp passes the recording's header to header and the session's
-// events before w.From, read from the recording, to fn.
-func (w *Watcher) CatchUp(header func(recording.Header) error, fn func(recording.Event) error) error {
+// events before w.From, read from the recording, to fn as event lines.
+func (w *Watcher) CatchUp(header func(recording.Header) error, fn func(line []byte) error) error {
 	if err := w.l.rec.Flush(); err != nil {
 		return err
 	}
-	return recording.ReadEvents(w.l.rec.Path(), w.From, header, fn)
+	var line []byte
+	return recording.ReadEvents(w.l.rec.Path(), w.From, header, func(ev recording.Event) error {
+		line = recording.AppendEvent(line[:0], ev.Time, ev.Code, []byte(ev.Data))
+		return fn(line)
+	})
 }
 
 // Reason says why C was closed.

@@ -1,7 +1,9 @@
 package session
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -127,13 +129,13 @@ func TestWatcherCatchUpThenLive(t *testing.T) {
 	}()
 	var got []string
 	noHeader := func(recording.Header) error { return nil }
-	if err := wt.CatchUp(noHeader, func(ev recording.Event) error { got = append(got, ev.Data); return nil }); err != nil {
+	if err := wt.CatchUp(noHeader, func(line []byte) error { got = append(got, eventData(t, line)); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	<-done
 	r.Remove(l, "bye")
-	for ev := range wt.C {
-		got = append(got, ev.Data)
+	for line := range wt.C {
+		got = append(got, eventData(t, line))
 	}
 	if len(got) != 200 {
 		t.Fatalf("got %d events, want 200", len(got))
@@ -155,6 +157,16 @@ func TestWatcherCatchUpThenLive(t *testing.T) {
 	}
 }
 
+// eventData returns the data of an asciicast event line.
+func eventData(t *testing.T, line []byte) string {
+	t.Helper()
+	var ev [3]any
+	if err := json.Unmarshal(line, &ev); err != nil {
+		t.Fatalf("event line %q: %v", line, err)
+	}
+	return ev[2].(string)
+}
+
 func TestSlowWatcherIsCutOff(t *testing.T) {
 	_, l, w, _ := newLive(t)
 	slow, _ := l.Watch(2)
@@ -172,6 +184,15 @@ func TestSlowWatcherIsCutOff(t *testing.T) {
 	}
 	if len(fast.C) != 10 {
 		t.Fatalf("fast watcher got %d events, want 10", len(fast.C))
+	}
+	// A watcher is bounded in bytes too, however roomy its channel.
+	big, _ := l.Watch(1000)
+	chunk := bytes.Repeat([]byte("x"), 32<<10)
+	for range 200 {
+		w.Output(time.Now(), chunk)
+	}
+	if n := len(big.C); n*len(chunk) > watcherBudget+len(chunk) || big.Reason() != "the watcher fell behind and was cut off" {
+		t.Fatalf("big watcher holds %d events, reason %q", n, big.Reason())
 	}
 	fast.Close()
 	fast.Close() // twice is harmless

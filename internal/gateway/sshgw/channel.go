@@ -55,6 +55,11 @@ type channel struct {
 	keys *recording.Keystrokes
 	sftp *sftpLog
 
+	// startedC is closed once the shell, exec or subsystem request went
+	// to the target (or the channel's requests ended): input waits for it.
+	startedC    chan struct{}
+	startedOnce sync.Once
+
 	// toldPause is the pause (conn.pauses) the user was last told that
 	// input is discarded.
 	toldPause atomic.Int64
@@ -84,7 +89,7 @@ func (c *conn) handleSession(nc ssh.NewChannel) {
 	// Input is masked unless echoed from the first byte: keystrokes can
 	// arrive before the pty request is handled. A channel that turns out
 	// not to be a terminal (exec, sftp without a pty) drops the masker.
-	ch := &channel{c: c, client: client, up: up, keys: recording.NewKeystrokes(c.rec)}
+	ch := &channel{c: c, client: client, up: up, keys: recording.NewKeystrokes(c.rec), startedC: make(chan struct{})}
 	c.mu.Lock()
 	c.chans[ch] = struct{}{}
 	c.mu.Unlock()
@@ -108,6 +113,13 @@ func (c *conn) handleSession(nc ssh.NewChannel) {
 		client.CloseWrite()
 	}()
 	go func() {
+		// The client may send data right after its exec or shell
+		// request, and requests are handled on another goroutine: wait
+		// until the target has the request, so the data cannot overtake it.
+		select {
+		case <-ch.startedC:
+		case <-c.ctx.Done():
+		}
 		ch.pump(up, client, ch.input, &ch.inMu)
 		up.CloseWrite()
 	}()
@@ -131,6 +143,7 @@ func (c *conn) handleSession(nc ssh.NewChannel) {
 			c.touch()
 			ch.request(r)
 		}
+		ch.markStarted()
 		up.Close() // the client closed the channel
 	}()
 	select {
@@ -493,7 +506,11 @@ func (ch *channel) start(kind, what string, r *ssh.Request) {
 		return
 	}
 	ch.forward(r)
+	ch.markStarted()
 }
+
+// markStarted lets input flow to the target.
+func (ch *channel) markStarted() { ch.startedOnce.Do(func() { close(ch.startedC) }) }
 
 // isSCP reports whether an exec command is the legacy scp protocol.
 func isSCP(cmd string) bool {

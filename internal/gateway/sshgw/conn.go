@@ -62,6 +62,9 @@ type conn struct {
 	// session is ending and nothing more may be relayed).
 	recState atomic.Int32
 	upstream *ssh.Client
+	// upClient is upstream for terminate, which may run on another
+	// goroutine before or while it is dialled.
+	upClient atomic.Pointer[ssh.Client]
 
 	bytesUp, bytesDown atomic.Int64
 	lastActive         atomic.Int64 // Unix ns
@@ -128,6 +131,11 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	c.rec = rec
 	c.sess.Recording = rec.Path()
 	rec.OnFail(c.recordingFailed)
+	// From here on admins can watch, pause and terminate the session; it
+	// is live before it is listed active, so a listed session can be
+	// watched at once.
+	c.live = c.s.cfg.Live.Register(*c.sess, c.info.id.Claims.Issuer, rec, c)
+	rec.SetTap(c.live.Publish)
 	if err := c.s.cfg.Sessions.Start(c.ctx, c.sess); err != nil {
 		c.s.cfg.Log.Error("session start not stored", append(c.log(), "err", err)...)
 		c.refuse(chans, "the session cannot be registered, so it is refused", err)
@@ -154,9 +162,10 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		return
 	}
 	c.upstream = up
-	// From here on admins can watch, pause and terminate the session.
-	c.live = c.s.cfg.Live.Register(*c.sess, c.info.id.Claims.Issuer, rec, c)
-	rec.SetTap(c.live.Publish)
+	c.upClient.Store(up)
+	if c.ctx.Err() != nil {
+		up.Close() // terminated while the upstream was dialled
+	}
 	go c.watch()
 	for nc := range chans {
 		switch nc.ChannelType() {
@@ -410,8 +419,8 @@ func (c *conn) terminate(e *Ended) {
 			c.notifyChannels("session ended: "+e.Reason, chans)
 		}
 		c.stop(e)
-		if c.upstream != nil {
-			c.upstream.Close()
+		if up := c.upClient.Load(); up != nil {
+			up.Close()
 		}
 		// Close the channels and let the client hang up by itself:
 		// closing the connection under unread data can reset it, and the
