@@ -120,6 +120,18 @@ func TestSSHGatewayRules(t *testing.T) {
 		t.Fatalf("block rule: forbidden-1 %v forbidden-2 %v allowed-1 %v", exists("forbidden-1"), exists("forbidden-2"), exists("allowed-1"))
 	}
 
+	// An ESC already on the target cannot turn the line clearing into
+	// readline's shell-expand-line (which would run the substitution).
+	term.send("echo $(touch forbidden-esc)\x1b")
+	time.Sleep(100 * time.Millisecond)
+	term.send("\r")
+	waitUntil(t, "the third block", func() bool { return strings.Count(term.output(), "[vigil] command blocked by rule no-forbidden") == 3 })
+	term.send("echo after-esc-$((6*7))\r")
+	term.waitFor("after-esc-42")
+	if exists("forbidden-esc") {
+		t.Fatal("a blocked command substitution ran")
+	}
+
 	// output rule: alert only.
 	term.send("printf 'TOP-SECRET-%s\\n' MARKER\r")
 	term.waitFor("TOP-SECRET-MARKER\r\n")
@@ -134,6 +146,16 @@ func TestSSHGatewayRules(t *testing.T) {
 	}
 	s.must("", "sessions", "resume", id)
 	term.waitFor("reviewed-42")
+	// What follows a held command in the same chunk has not been seen by
+	// the rules: it is dropped, not released with the approval.
+	term.send("touch needs-review-2\rtouch sneaked-in\r")
+	waitUntil(t, "the second pause", func() bool { return strings.Count(term.output(), "session paused by rule review-me") == 2 })
+	s.must("", "sessions", "resume", id)
+	term.send("echo second-review-$((6*7))\r")
+	term.waitFor("second-review-42")
+	if !exists("needs-review-2") || exists("sneaked-in") {
+		t.Fatalf("after the second review: needs-review-2 %v, sneaked-in %v", exists("needs-review-2"), exists("sneaked-in"))
+	}
 
 	// terminate.
 	term.send("touch kill-switch\r")
@@ -151,6 +173,16 @@ func TestSSHGatewayRules(t *testing.T) {
 	}
 	if out, _, code := run(t, s.sshCmd(tok, "ssh", "root@web1@127.0.0.1", "touch "+dir+"/allowed-2 && echo ok"), ""); code != 0 || out != "ok\n" {
 		t.Fatalf("innocent exec: %d %q", code, out)
+	} // A command dressed as scp is an ordinary command, checked as one.
+	if _, errOut, code := run(t, s.sshCmd(tok, "ssh", "root@web1@127.0.0.1", "scp -t /tmp; touch "+dir+"/forbidden-scp"), ""); code != 1 || !strings.Contains(errOut, "blocked") || exists("forbidden-scp") {
+		t.Fatalf("scp look-alike: code %d stderr %q", code, errOut)
+	}
+	// A shell without a terminal cannot have a line cleared: a block
+	// ends the session before the line runs (the lines before it are
+	// passed on, though the shell may not get to run them before the end).
+	_, errOut, code = run(t, s.sshCmd(tok, "ssh", "-T", "root@web1@127.0.0.1"), "touch "+dir+"/allowed-3\ntouch "+dir+"/forbidden-nopty\ntouch "+dir+"/after-nopty\n")
+	if code == 0 || !strings.Contains(errOut, "terminated by rule no-forbidden") || exists("forbidden-nopty") || exists("after-nopty") {
+		t.Fatalf("shell without a terminal: code %d stderr %q forbidden %v after %v", code, errOut, exists("forbidden-nopty"), exists("after-nopty"))
 	}
 
 	// Every hit is audited and an alert, and the webhook got them signed.

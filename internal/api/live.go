@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -81,10 +82,19 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request, action string, 
 	if in.Reason != "" {
 		data["reason"] = in.Reason
 	}
+	// Refusals are answered before anything is recorded as done; one
+	// that races in after the event (the session ended meanwhile) is
+	// recorded too.
+	if err := l.Can(action); err != nil {
+		controlError(w, err)
+		return
+	}
 	if !s.recordEvent(w, r, audit.Event{Type: "session." + action, Target: l.Info.Target, Session: l.Info.ID, Data: data}) {
 		return
 	}
 	if err := act(l, by, in.Reason); err != nil {
+		data["error"] = err.Error()
+		s.recordEvent(w, r, audit.Event{Type: "session." + action + "_failed", Target: l.Info.Target, Session: l.Info.ID, Data: data})
 		controlError(w, err)
 		return
 	}
@@ -141,7 +151,9 @@ func (s *Server) watchSession(w http.ResponseWriter, r *http.Request) {
 	started, events := s.Now(), 0
 	end := "watcher disconnected"
 	defer func() {
-		s.Audit.Append(r.Context(), audit.Event{Type: "session.watch_end", Actor: identity(r).Claims.Subject, Target: l.Info.Target,
+		// The request's context is usually cancelled by now (the
+		// watcher left): the event must still be written.
+		s.Audit.Append(context.WithoutCancel(r.Context()), audit.Event{Type: "session.watch_end", Actor: identity(r).Claims.Subject, Target: l.Info.Target,
 			Session: l.Info.ID, Source: sourceAddr(r).String(),
 			Data: map[string]any{"reason": end, "events": events, "duration_s": s.Now().Sub(started).Seconds()}})
 	}()

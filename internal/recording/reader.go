@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/klauspost/compress/gzip"
 )
@@ -162,7 +164,9 @@ func Follow(ctx context.Context, in io.Reader, out, notes io.Writer) error {
 		case CodeOutput:
 			_, err = io.WriteString(out, ev.Data)
 		case CodeMarker:
-			_, err = fmt.Fprintf(notes, "\r\n[vigil] %s\r\n", ev.Data)
+			// Labels carry user text (commands, typed lines): no escape
+			// sequence of theirs reaches the admin's terminal.
+			_, err = fmt.Fprintf(notes, "\r\n[vigil] %s\r\n", Clean(ev.Data))
 		}
 		if err != nil {
 			return err
@@ -209,4 +213,23 @@ func Play(ctx context.Context, in io.Reader, w io.Writer, speed float64, maxIdle
 			return err
 		}
 	}
+}
+
+// maxLabel bounds a label or reason shown on a terminal.
+const maxLabel = 200
+
+// Clean makes s safe to show on a terminal: control characters
+// (escape sequences that could fake or hide Vigil's messages) become '?',
+// and it is cut to a reasonable length.
+func Clean(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == unicode.ReplacementChar || unicode.Is(unicode.Bidi_Control, r) {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
+	if r := []rune(s); len(r) > maxLabel {
+		s = string(r[:maxLabel]) + "…"
+	}
+	return s
 }

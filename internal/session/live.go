@@ -3,11 +3,9 @@ package session
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
 
 	"github.com/vigil-pam/vigil/internal/recording"
 )
@@ -22,9 +20,6 @@ var (
 	// ErrNotPaused is returned when resuming a session that is not paused.
 	ErrNotPaused = errors.New("session: the session is not paused")
 )
-
-// maxReason bounds a reason shown to a user.
-const maxReason = 200
 
 // Controls are a gateway's side of a live session: how to tell its user
 // that it was paused or resumed, and how to end it. The registry calls
@@ -119,11 +114,27 @@ func (l *Live) Status() Status {
 	return Status{Paused: l.paused, PausedBy: l.pausedBy, PauseReason: l.pauseReason, PausedAt: l.pausedAt, Watchers: len(l.watchers)}
 }
 
+// Can reports the error the control action ("pause", "resume" or
+// "terminate") would return now, without acting.
+func (l *Live) Can(action string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.ending:
+		return ErrNotLive
+	case action == "pause" && l.paused:
+		return ErrPaused
+	case action == "resume" && !l.paused:
+		return ErrNotPaused
+	}
+	return nil
+}
+
 // Pause stops the session's flow until Resume: the gateway holds output
 // back (flow control) and discards or holds input. by and reason are shown
 // to the user, with control characters replaced.
 func (l *Live) Pause(by, reason string) error {
-	by, reason = Clean(by), Clean(reason)
+	by, reason = recording.Clean(by), recording.Clean(reason)
 	l.mu.Lock()
 	switch {
 	case l.ending:
@@ -143,7 +154,7 @@ func (l *Live) Pause(by, reason string) error {
 
 // Resume restores the flow of a paused session.
 func (l *Live) Resume(by string) error {
-	by = Clean(by)
+	by = recording.Clean(by)
 	l.mu.Lock()
 	switch {
 	case l.ending:
@@ -171,7 +182,7 @@ func (l *Live) unpause() {
 // Terminate ends the session; its user sees reason. A session that is
 // already ending gets ErrNotLive.
 func (l *Live) Terminate(by, reason string) error {
-	by, reason = Clean(by), Clean(reason)
+	by, reason = recording.Clean(by), recording.Clean(reason)
 	l.mu.Lock()
 	if l.ending {
 		l.mu.Unlock()
@@ -367,20 +378,4 @@ func (r *Registry) EndMatching(match func(*Live) bool, by, reason string) int {
 	}
 	wg.Wait()
 	return int(n.Load())
-}
-
-// Clean makes s safe to show on a user's terminal: control characters
-// (escape sequences that could fake or hide Vigil's messages) become '?',
-// and it is cut to a reasonable length.
-func Clean(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || r == unicode.ReplacementChar || unicode.Is(unicode.Bidi_Control, r) {
-			return '?'
-		}
-		return r
-	}, strings.ToValidUTF8(s, "?"))
-	if r := []rune(s); len(r) > maxReason {
-		s = string(r[:maxReason]) + "…"
-	}
-	return s
 }

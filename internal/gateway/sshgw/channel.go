@@ -159,24 +159,23 @@ func (c *conn) handleSession(nc ssh.NewChannel) {
 
 // pump copies src to dst, passing each chunk through tap first: tap
 // returns what is relayed (the chunk, part of it, or nothing) and false
-// when the relay must stop (a chunk that cannot be recorded is not
-// relayed). With mu, each tap and its write happen under it.
+// when the relay must stop after that (a chunk that cannot be recorded
+// is not relayed: its tap returns nothing). With mu, each tap and its write happen under it.
 func (ch *channel) pump(dst io.Writer, src io.Reader, tap func([]byte) ([]byte, bool), mu *sync.Mutex) {
 	relay := func(p []byte) bool {
 		if mu != nil {
 			mu.Lock()
 			defer mu.Unlock()
 		}
+		// A tap that stops the relay may still pass a last part of the
+		// chunk (the lines before one that ends the session).
 		out, ok := tap(p)
-		if !ok {
-			return false
-		}
 		if len(out) > 0 {
 			if _, err := dst.Write(out); err != nil {
 				return false
 			}
 		}
-		return true
+		return ok
 	}
 	small := make([]byte, idleBuffer)
 	for {
@@ -218,7 +217,16 @@ func (ch *channel) output(p []byte) ([]byte, bool) {
 	if c.live.Wait(c.ctx) != nil {
 		return nil, false
 	}
-	return p, ch.recordOutput(p)
+	return relayIf(p, ch.recordOutput(p))
+}
+
+// relayIf is what a tap returns for p: all of it if it may be relayed
+// (it was recorded, or may pass unrecorded), else nothing, and stop.
+func relayIf(p []byte, ok bool) ([]byte, bool) {
+	if !ok {
+		return nil, false
+	}
+	return p, true
 }
 
 func (ch *channel) recordOutput(p []byte) bool {
@@ -266,16 +274,33 @@ func (ch *channel) input(p []byte) ([]byte, bool) {
 		// releaseHeld ran: what was held goes first.
 		held, ch.held = ch.held, nil
 	}
-	if c.rules.Has(rules.KindCommand) && ch.interactive() {
-		var ok bool
-		if p, ok = ch.commandRules(p); !ok {
-			return nil, false
-		}
+	more := true
+	if c.rules.Has(rules.KindCommand) && ch.commandLines() {
+		// more is false when a rule ends the session: p is then what
+		// passed the rules before the line that ended it.
+		p, more = ch.commandRules(p)
 	}
 	if held != nil {
 		p = append(held, p...)
 	}
-	return p, ch.recordInput(p)
+	out, ok := relayIf(p, ch.recordInput(p))
+	return out, ok && more
+}
+
+// commandLines reports whether what the client sends are command lines
+// for command rules: a shell, with or without a terminal, or a command
+// run on a terminal.
+func (ch *channel) commandLines() bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.kind == kindShell || (ch.pty && ch.kind == kindExec)
+}
+
+// terminal reports whether the channel has a pty.
+func (ch *channel) terminal() bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.pty
 }
 
 // interactive reports whether the channel is a terminal session.
@@ -500,20 +525,35 @@ func (ch *channel) start(kind, what string, r *ssh.Request) {
 		c.addCommand(what)
 	}
 	c.audit("ssh."+kind, map[string]any{"command": strings.TrimPrefix(what, "exec: ")})
-	// Nothing starts on the target while the session is paused.
-	if c.live.Wait(c.ctx) != nil {
-		refuse(r)
+	if !c.live.Paused() {
+		ch.forward(r)
+		ch.markStarted()
 		return
 	}
-	ch.forward(r)
-	ch.markStarted()
+	// Nothing starts on the target while the session is paused. The wait
+	// is off the channel's request loop, which must go on draining (the
+	// SSH library blocks the whole connection when a channel's requests
+	// are not read).
+	go func() {
+		if c.live.Wait(c.ctx) != nil {
+			refuse(r)
+			return
+		}
+		ch.forward(r)
+		ch.markStarted()
+	}()
 }
 
 // markStarted lets input flow to the target.
 func (ch *channel) markStarted() { ch.startedOnce.Do(func() { close(ch.startedC) }) }
 
-// isSCP reports whether an exec command is the legacy scp protocol.
+// isSCP reports whether an exec command is the legacy scp protocol: scp
+// with -t or -f and nothing a shell would interpret (anything else is an
+// ordinary command, with the exec action and command rules).
 func isSCP(cmd string) bool {
+	if strings.ContainsAny(cmd, ";&|$`<>(){}\n\\") {
+		return false
+	}
 	f := strings.Fields(cmd)
 	if len(f) == 0 || path.Base(f[0]) != "scp" {
 		return false

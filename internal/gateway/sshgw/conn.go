@@ -149,6 +149,20 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		return
 	}
 
+	// A lock added between authentication and registration would have
+	// missed this session: check again now that it is registered.
+	if c.s.cfg.Locks != nil {
+		lock, err := c.s.cfg.Locks.Locked(c.ctx, c.sess.User, c.sess.Target)
+		if err != nil || lock != nil {
+			msg := "the session cannot be checked against locks, so it is refused"
+			if lock != nil {
+				msg = "locked: " + lock.Reason
+			}
+			c.refuse(chans, msg, err)
+			c.end()
+			return
+		}
+	}
 	if c.rules, err = c.ruleSet(); err != nil {
 		c.audit("session.rules_failed", map[string]any{"error": err.Error()})
 		c.refuse(chans, "the rules for "+t.Name+" cannot be loaded, so the session is refused", err)

@@ -2,18 +2,22 @@ package sshgw
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/vigil-pam/vigil/internal/alert"
 	"github.com/vigil-pam/vigil/internal/rules"
+	"github.com/vigil-pam/vigil/internal/session"
 )
 
 // clearLine is what Vigil types in place of a blocked command's Enter:
-// ^E moves to the end of a readline line and ^U kills it; without line
-// editing (a canonical-mode tty), ^E is one more character and ^U, the
-// tty's kill character, erases the whole line.
-const clearLine = "\x05\x15"
+// ^G first cancels any pending key sequence (an ESC already sent would
+// otherwise turn ^E into readline's shell-expand-line, which runs command
+// substitutions), ^E moves to the end of a readline line and ^U kills it.
+// Without line editing (a canonical-mode tty) ^G and ^E are two more
+// characters and ^U, the tty's kill character, erases the whole line.
+const clearLine = "\x07\x05\x15"
 
 // Alerter raises alerts; *alert.Store implements it.
 type Alerter interface {
@@ -96,7 +100,12 @@ func (ch *channel) checkCommand(cmd string, r interface{ Reply(bool, []byte) err
 		return false
 	case rules.ActionPause:
 		c.markRule(top, "paused for review", cmd)
-		c.live.Pause(ruleBy(top), "review before it runs: "+top.Rule.Description)
+		if err := c.live.Pause(ruleBy(top), "review before it runs: "+top.Rule.Description); err != nil && !errors.Is(err, session.ErrPaused) {
+			if wantReply {
+				r.Reply(false, nil) // the session is ending
+			}
+			return false
+		}
 	case rules.ActionTerminate:
 		c.markRule(top, "terminated", cmd)
 		go c.terminate(&Ended{Reason: ruleMessage(top, "terminated"), By: ruleBy(top)})
@@ -120,14 +129,20 @@ func (c *conn) markRule(h rules.Hit, what, text string) {
 // forwarded of p and false if the session must stop. It runs on the input
 // pump under ch.inMu.
 //
-// block: the Enter and the rest of the chunk are withheld, the line is
-// cleared on the target and the user told why. pause: the Enter and the
-// rest are held until an admin resumes (they are sent then) or ends the
-// session. terminate: nothing more is sent.
+// block: nothing more of the chunk is sent from the line's start on (not
+// even its keys before the Enter, which may end in a key sequence's
+// prefix), the line is
+// cleared on the target and the user told why. pause: the Enter is held
+// until an admin resumes (it is sent then) or ends the session; the rest
+// of the chunk, which the rules have not seen, is dropped. terminate:
+// nothing more is sent. A shell without a terminal cannot have a line
+// cleared: there block ends the session.
 func (ch *channel) commandRules(p []byte) ([]byte, bool) {
 	c := ch.c
 	ch.lineChunks++
 	for off := 0; off < len(p); {
+		// p[:lineStart] holds whole lines the rules let through.
+		lineStart := off
 		n, line, submitted := ch.editor.Feed(p[off:])
 		off += n
 		if !submitted || n <= 0 {
@@ -152,22 +167,27 @@ func (ch *channel) commandRules(p []byte) ([]byte, bool) {
 		}
 		c.reportHits(rules.KindCommand, shown, hits, top.Rule.Action)
 		enter := off - 1
-		switch top.Rule.Action {
+		action := top.Rule.Action
+		if action == rules.ActionBlock && !ch.terminal() {
+			action = rules.ActionTerminate
+		}
+		switch action {
 		case rules.ActionBlock:
 			c.markRule(top, "blocked", shown)
 			ch.editor.Reset()
-			out := append(append(make([]byte, 0, enter+len(clearLine)), p[:enter]...), clearLine...)
 			go c.notifyChannels(ruleMessage(top, "command blocked"), []*channel{ch})
-			return out, true
+			return append(append(make([]byte, 0, lineStart+len(clearLine)), p[:lineStart]...), clearLine...), true
 		case rules.ActionPause:
 			c.markRule(top, "paused for review", shown)
-			ch.held = append([]byte(nil), p[enter:]...)
-			c.live.Pause(ruleBy(top), "review before it runs: "+top.Rule.Description)
+			if err := c.live.Pause(ruleBy(top), "review before it runs: "+top.Rule.Description); err != nil && !errors.Is(err, session.ErrPaused) {
+				return nil, false // the session is ending: nothing more goes
+			}
+			ch.held = []byte{p[enter]}
 			return p[:enter], true
 		case rules.ActionTerminate:
 			c.markRule(top, "terminated", shown)
 			go c.terminate(&Ended{Reason: ruleMessage(top, "terminated"), By: ruleBy(top)})
-			return nil, false
+			return p[:lineStart], false
 		}
 	}
 	return p, true
@@ -183,11 +203,12 @@ func (ch *channel) typedUnechoed(line string, chunks int) bool {
 
 // releaseHeld sends what a pause rule held back, after an admin resumed
 // the session. The input pump sends it first if the user types before
-// this runs.
+// this runs. If the session was paused again meanwhile (or is ending), it
+// stays held.
 func (ch *channel) releaseHeld() {
 	ch.inMu.Lock()
 	defer ch.inMu.Unlock()
-	if ch.held == nil {
+	if ch.held == nil || ch.c.live.Paused() || ch.c.ctx.Err() != nil {
 		return
 	}
 	held := ch.held
@@ -208,7 +229,9 @@ func (ch *channel) outputRules(p []byte) {
 		if !ok {
 			return
 		}
-		c.reportHits(rules.KindOutput, line, hits, top.Rule.Action)
+		// Reported off the relay path (this runs under ch.mu): output
+		// full of hits must not stall the session on the audit log.
+		go c.reportHits(rules.KindOutput, line, hits, top.Rule.Action)
 		switch top.Rule.Action {
 		case rules.ActionPause, rules.ActionBlock:
 			c.markRule(top, "paused for review", line)
