@@ -125,9 +125,7 @@ func TestSSHGatewayLiveOversight(t *testing.T) {
 func TestSSHGatewayPauseDiscardsTypedInput(t *testing.T) {
 	f := newGatewayFixture(t, "")
 	tok := f.token(t, "--grant", "web1:root:shell")
-	term := startTerminal(t, f.s.sshCmd(tok, "ssh", "-tt", "root@web1@127.0.0.1"))
-	term.send("export PS1='vi''gil$ '\r")
-	term.waitFor("vigil$ ")
+	term := f.shell(t, tok, "")
 	id := f.lastSession(t)
 	f.s.must("", "sessions", "pause", id)
 	term.waitFor("[vigil] session paused by admin")

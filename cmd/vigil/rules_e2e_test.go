@@ -100,9 +100,7 @@ func TestSSHGatewayRules(t *testing.T) {
 	exists := func(name string) bool { _, err := os.Stat(filepath.Join(dir, name)); return err == nil }
 
 	tok := f.token(t, "--grant", "web1:root:shell,exec")
-	term := startTerminal(t, s.sshCmd(tok, "ssh", "-tt", "root@web1@127.0.0.1"))
-	term.send("export PS1='vi''gil$ '; cd " + dir + "\r")
-	term.waitFor("vigil$ ")
+	term := f.shell(t, tok, "; cd "+dir)
 
 	// block: typed key by key, and pasted with other commands.
 	for _, c := range "touch forbidden-1" {
@@ -173,7 +171,8 @@ func TestSSHGatewayRules(t *testing.T) {
 	}
 	if out, _, code := run(t, s.sshCmd(tok, "ssh", "root@web1@127.0.0.1", "touch "+dir+"/allowed-2 && echo ok"), ""); code != 0 || out != "ok\n" {
 		t.Fatalf("innocent exec: %d %q", code, out)
-	} // A command dressed as scp is an ordinary command, checked as one.
+	}
+	// A command dressed as scp is an ordinary command, checked as one.
 	if _, errOut, code := run(t, s.sshCmd(tok, "ssh", "root@web1@127.0.0.1", "scp -t /tmp; touch "+dir+"/forbidden-scp"), ""); code != 1 || !strings.Contains(errOut, "blocked") || exists("forbidden-scp") {
 		t.Fatalf("scp look-alike: code %d stderr %q", code, errOut)
 	}

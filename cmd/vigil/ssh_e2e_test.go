@@ -325,14 +325,22 @@ func (term *terminal) wait() int {
 	return term.cmd.ProcessState.ExitCode()
 }
 
-func TestSSHGatewayInteractiveMasksSecrets(t *testing.T) {
-	f := newGatewayFixture(t, "")
-	tok := f.token(t, "--grant", "web1:root:shell")
+// shell starts an interactive ssh session on web1 with tok and waits for
+// its prompt, "vigil$ ", after running setup (may be empty).
+func (f *gatewayFixture) shell(t *testing.T, tok, setup string) *terminal {
+	t.Helper()
 	term := startTerminal(t, f.s.sshCmd(tok, "ssh", "-tt", "root@web1@127.0.0.1"))
 	// Each wait is for text only the remote side can print (the terminal
 	// echoes what is typed, so a wait for typed text would pass early).
-	term.send("export PS1='vi''gil$ '\r")
+	term.send("export PS1='vi''gil$ '" + setup + "\r")
 	term.waitFor("vigil$ ")
+	return term
+}
+
+func TestSSHGatewayInteractiveMasksSecrets(t *testing.T) {
+	f := newGatewayFixture(t, "")
+	tok := f.token(t, "--grant", "web1:root:shell")
+	term := f.shell(t, tok, "")
 	term.send("read -s -p 'Sec''ret: ' SECRET\r")
 	term.waitFor("Secret: ")
 	term.send("hunter2-topsecret\r")
