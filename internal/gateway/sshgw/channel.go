@@ -260,7 +260,7 @@ func (ch *channel) recordOutput(p []byte) bool {
 func (ch *channel) input(p []byte) ([]byte, bool) {
 	c := ch.c
 	if c.live.Paused() {
-		if ch.interactive() {
+		if ch.mode().interactive() {
 			ch.discard(p)
 			return nil, true
 		}
@@ -275,7 +275,7 @@ func (ch *channel) input(p []byte) ([]byte, bool) {
 		held, ch.held = ch.held, nil
 	}
 	more := true
-	if c.rules.Has(rules.KindCommand) && ch.commandLines() {
+	if c.rules.Has(rules.KindCommand) && ch.mode().commandLines() {
 		// more is false when a rule ends the session: p is then what
 		// passed the rules before the line that ended it.
 		p, more = ch.commandRules(p)
@@ -287,28 +287,26 @@ func (ch *channel) input(p []byte) ([]byte, bool) {
 	return out, ok && more
 }
 
-// commandLines reports whether what the client sends are command lines
-// for command rules: a shell, with or without a terminal, or a command
-// run on a terminal.
-func (ch *channel) commandLines() bool {
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	return ch.kind == kindShell || (ch.pty && ch.kind == kindExec)
+// mode is what the channel runs: its kind and whether it has a pty, read
+// together under one lock.
+type mode struct {
+	kind string
+	pty  bool
 }
 
-// terminal reports whether the channel has a pty.
-func (ch *channel) terminal() bool {
+func (ch *channel) mode() mode {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	return ch.pty
+	return mode{ch.kind, ch.pty}
 }
 
 // interactive reports whether the channel is a terminal session.
-func (ch *channel) interactive() bool {
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	return ch.pty && (ch.kind == kindShell || ch.kind == kindExec)
-}
+func (m mode) interactive() bool { return m.pty && (m.kind == kindShell || m.kind == kindExec) }
+
+// commandLines reports whether what the client sends are command lines
+// for command rules: a shell, with or without a terminal, or a command
+// run on a terminal.
+func (m mode) commandLines() bool { return m.kind == kindShell || (m.pty && m.kind == kindExec) }
 
 // discard drops input typed during a pause and tells the user, once per
 // pause.

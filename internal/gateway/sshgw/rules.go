@@ -168,7 +168,7 @@ func (ch *channel) commandRules(p []byte) ([]byte, bool) {
 		c.reportHits(rules.KindCommand, shown, hits, top.Rule.Action)
 		enter := off - 1
 		action := top.Rule.Action
-		if action == rules.ActionBlock && !ch.terminal() {
+		if action == rules.ActionBlock && !ch.mode().pty {
 			action = rules.ActionTerminate
 		}
 		switch action {
