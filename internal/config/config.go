@@ -44,6 +44,68 @@ type Config struct {
 	Rules Rules `yaml:"rules"`
 	// Alerts configures where alerts are sent besides the API.
 	Alerts Alerts `yaml:"alerts"`
+	// Audit configures checkpoints and SIEM forwarding of the audit trail.
+	Audit Audit `yaml:"audit"`
+	// Encryption configures how recordings are encrypted at rest.
+	Encryption Encryption `yaml:"encryption"`
+	// Retention configures how long recordings are kept.
+	Retention Retention `yaml:"retention"`
+}
+
+// Audit configures the audit trail beyond the database it lives in.
+type Audit struct {
+	// CheckpointEvery is the longest activity goes without a signed
+	// checkpoint (default 1s).
+	CheckpointEvery time.Duration `yaml:"checkpoint_every"`
+	// Forward sends every audit event, in order, to SIEM collectors.
+	Forward []Forward `yaml:"forward"`
+}
+
+// Forward is one SIEM forwarding sink: exactly one of Syslog and Webhook.
+type Forward struct {
+	// Name identifies the sink and its persistent cursor.
+	Name string `yaml:"name"`
+	// Format of each event: "jsonl" (default) or "cef".
+	Format string `yaml:"format"`
+	// Syslog sends RFC 5424 messages over TCP or TLS.
+	Syslog *SyslogSink `yaml:"syslog"`
+	// Webhook POSTs batches of events, HMAC-signed.
+	Webhook *Webhook `yaml:"webhook"`
+}
+
+// SyslogSink is an RFC 5424 collector reached over TCP (RFC 6587 octet
+// counting) or TLS (RFC 5425).
+type SyslogSink struct {
+	// Addr is HOST:PORT of the collector.
+	Addr string `yaml:"addr"`
+	// TLS enables TLS; CAFile pins the collector's CA (default: system
+	// roots), ServerName overrides the name checked in its certificate.
+	TLS        bool   `yaml:"tls"`
+	CAFile     string `yaml:"ca_file"`
+	ServerName string `yaml:"server_name"`
+}
+
+// Encryption configures the encryption of recordings at rest with age.
+type Encryption struct {
+	// Recipients are age public keys (age1…) recordings are encrypted to.
+	// Empty means an identity kept in the data directory
+	// (DATA/recordings.agekey), created on first start.
+	Recipients []string `yaml:"recipients"`
+	// IdentityFile holds age identities this server may decrypt with
+	// (playback, export, live catch-up); empty with Recipients set means
+	// the server cannot read recordings once written.
+	IdentityFile string `yaml:"identity_file"`
+}
+
+// Retention configures recording retention.
+type Retention struct {
+	// Default is how long recordings are kept (default 90 days, "2160h").
+	Default time.Duration `yaml:"default"`
+	// Labels maps a target label ("env=prod") to its retention; the
+	// longest matching label wins.
+	Labels map[string]time.Duration `yaml:"labels"`
+	// Every is how often expired recordings are swept (default 1h).
+	Every time.Duration `yaml:"every"`
 }
 
 // Rules configures real-time rules.

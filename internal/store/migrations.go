@@ -134,6 +134,57 @@ var migrations = []string{
 		updated_at BIGINT NOT NULL
 	);
 	ALTER TABLE targets ADD COLUMN rule_packs TEXT NOT NULL DEFAULT '';`,
+	// 5: tamper evidence (audit signing keys, signed checkpoints, archive
+	// boundaries), search (more indexes, full text), SIEM forwarding
+	// cursors, recording retention and legal holds.
+	`CREATE TABLE audit_keys (
+		kid         TEXT PRIMARY KEY,
+		public_key  TEXT NOT NULL,
+		private_key TEXT NOT NULL,
+		created_at  BIGINT NOT NULL,
+		retired_at  BIGINT NOT NULL
+	);
+	CREATE TABLE audit_checkpoints (
+		seq       BIGINT PRIMARY KEY,
+		hash      TEXT NOT NULL,
+		time      BIGINT NOT NULL,
+		kid       TEXT NOT NULL,
+		signature TEXT NOT NULL
+	);
+	CREATE TABLE audit_archives (
+		id         TEXT PRIMARY KEY,
+		first_seq  BIGINT NOT NULL,
+		last_seq   BIGINT NOT NULL,
+		last_hash  TEXT NOT NULL,
+		file       TEXT NOT NULL,
+		digest     TEXT NOT NULL,
+		events     BIGINT NOT NULL,
+		created_at BIGINT NOT NULL,
+		created_by TEXT NOT NULL
+	);
+	CREATE INDEX audit_events_time ON audit_events (time);
+	CREATE INDEX audit_events_target_time ON audit_events (target, time);
+	CREATE INDEX audit_events_session ON audit_events (session, seq);
+	CREATE INDEX audit_events_source_time ON audit_events (source, time);
+	CREATE VIRTUAL TABLE audit_fts USING fts5(text, content='', contentless_delete=1);
+	CREATE TABLE audit_forward_cursors (
+		sink       TEXT PRIMARY KEY,
+		seq        BIGINT NOT NULL,
+		updated_at BIGINT NOT NULL
+	);
+	CREATE TABLE legal_holds (
+		id          TEXT PRIMARY KEY,
+		session     TEXT NOT NULL,
+		target      TEXT NOT NULL,
+		subject     TEXT NOT NULL,
+		reason      TEXT NOT NULL,
+		created_at  BIGINT NOT NULL,
+		created_by  TEXT NOT NULL,
+		released_at BIGINT NOT NULL,
+		released_by TEXT NOT NULL
+	);
+	ALTER TABLE sessions ADD COLUMN disposed_at BIGINT NOT NULL DEFAULT 0;
+	CREATE INDEX sessions_subject ON sessions (subject, started_at);`,
 }
 
 // SchemaVersion is the schema version this binary migrates to.
