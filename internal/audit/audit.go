@@ -69,6 +69,12 @@ type Log struct {
 	// seq and last are owned by the writer goroutine after Open.
 	seq  int64
 	last string
+
+	// headMu guards head and changed: the last committed seq, and a
+	// channel closed (and replaced) at each commit.
+	headMu  sync.Mutex
+	head    int64
+	changed chan struct{}
 }
 
 // Open returns a Log appending to db, continuing its chain. now may be nil
@@ -77,13 +83,37 @@ func Open(ctx context.Context, db *store.DB, now func() time.Time) (*Log, error)
 	if now == nil {
 		now = time.Now
 	}
-	l := &Log{db: db, now: now, in: make(chan *pending, maxBatch), stopped: make(chan struct{})}
+	l := &Log{db: db, now: now, in: make(chan *pending, maxBatch), stopped: make(chan struct{}), changed: make(chan struct{})}
 	err := db.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&l.seq, &l.last)
 	if err != nil && err != sql.ErrNoRows {
 		return nil, fmt.Errorf("audit: read chain head: %w", err)
 	}
+	l.head = l.seq
 	go l.write()
 	return l, nil
+}
+
+// Head returns the seq of the last durable event (0 for an empty log).
+func (l *Log) Head() int64 {
+	l.headMu.Lock()
+	defer l.headMu.Unlock()
+	return l.head
+}
+
+// Changed returns a channel that is closed when more events are durable;
+// consumers (forwarders, live search) wait on it instead of polling.
+func (l *Log) Changed() <-chan struct{} {
+	l.headMu.Lock()
+	defer l.headMu.Unlock()
+	return l.changed
+}
+
+func (l *Log) advance(seq int64) {
+	l.headMu.Lock()
+	l.head = seq
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.headMu.Unlock()
 }
 
 // Append records ev and returns once it is durable. ev.Time is set when
@@ -188,6 +218,7 @@ func (l *Log) commit(batch []*pending) error {
 		return fmt.Errorf("audit: append: %w", err)
 	}
 	l.seq, l.last = seq, last
+	l.advance(seq)
 	return nil
 }
 
@@ -218,6 +249,17 @@ func Hash(prevHash string, ev *Event) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// After returns up to limit events with seq greater than after, in seq
+// order: what a forwarder with a cursor reads next.
+func (l *Log) After(ctx context.Context, after int64, limit int) ([]Event, error) {
+	rows, err := l.db.QueryContext(ctx, `SELECT seq, time, type, actor, target, session, source, data, prev_hash, hash
+		FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read after %d: %w", after, err)
+	}
+	return scanEvents(rows)
+}
+
 // Query selects events; zero fields do not filter.
 type Query struct {
 	Type  string
@@ -239,6 +281,10 @@ func (l *Log) Search(ctx context.Context, q Query) ([]Event, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: search: %w", err)
 	}
+	return scanEvents(rows)
+}
+
+func scanEvents(rows *sql.Rows) ([]Event, error) {
 	defer rows.Close()
 	var out []Event
 	for rows.Next() {
