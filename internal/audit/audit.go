@@ -10,12 +10,11 @@ package audit
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -54,21 +53,38 @@ type pending struct {
 	done chan error
 }
 
+// Options tune a Log; the zero value is valid.
+type Options struct {
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Key signs checkpoints; nil means none are written (tests of other
+	// packages).
+	Key *SigningKey
+	// CheckpointEvery is the longest activity goes without a checkpoint;
+	// zero means DefaultCheckpointEvery.
+	CheckpointEvery time.Duration
+	// Logger reports checkpoint failures; nil means slog.Default().
+	Logger *slog.Logger
+}
+
 // Log appends events to the audit_events table. Create it with Open; it is
 // safe for concurrent use.
 type Log struct {
-	db  *store.DB
-	now func() time.Time
-	in  chan *pending
+	db   *store.DB
+	now  func() time.Time
+	in   chan *pending
+	opts Options
 
 	// closeMu guards closed against Append racing Close.
 	closeMu sync.RWMutex
 	closed  bool
 	stopped chan struct{}
 
-	// seq and last are owned by the writer goroutine after Open.
-	seq  int64
-	last string
+	// seq and last are owned by the writer goroutine after Open, as is
+	// sealed (the seq of the last checkpoint).
+	seq    int64
+	last   string
+	sealed int64
 
 	// headMu guards head and changed: the last committed seq, and a
 	// channel closed (and replaced) at each commit.
@@ -77,16 +93,39 @@ type Log struct {
 	changed chan struct{}
 }
 
-// Open returns a Log appending to db, continuing its chain. now may be nil
-// for time.Now.
+// Open returns a Log appending to db, continuing its chain, without
+// checkpoints. now may be nil for time.Now.
 func Open(ctx context.Context, db *store.DB, now func() time.Time) (*Log, error) {
-	if now == nil {
-		now = time.Now
+	return OpenWith(ctx, db, Options{Now: now})
+}
+
+// OpenWith returns a Log appending to db, continuing its chain (or
+// starting after the last archive boundary), signing checkpoints with
+// opts.Key.
+func OpenWith(ctx context.Context, db *store.DB, opts Options) (*Log, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
-	l := &Log{db: db, now: now, in: make(chan *pending, maxBatch), stopped: make(chan struct{}), changed: make(chan struct{})}
+	if opts.CheckpointEvery <= 0 {
+		opts.CheckpointEvery = DefaultCheckpointEvery
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	l := &Log{db: db, now: opts.Now, opts: opts, in: make(chan *pending, maxBatch), stopped: make(chan struct{}), changed: make(chan struct{})}
 	err := db.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&l.seq, &l.last)
-	if err != nil && err != sql.ErrNoRows {
+	if errors.Is(err, sql.ErrNoRows) {
+		// Empty: a fresh log, or every event archived and pruned.
+		err = db.QueryRowContext(ctx, `SELECT last_seq, last_hash FROM audit_archives ORDER BY last_seq DESC LIMIT 1`).Scan(&l.seq, &l.last)
+		if errors.Is(err, sql.ErrNoRows) {
+			err = nil
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("audit: read chain head: %w", err)
+	}
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints`).Scan(&l.sealed); err != nil {
+		return nil, fmt.Errorf("audit: read last checkpoint: %w", err)
 	}
 	l.head = l.seq
 	go l.write()
@@ -144,7 +183,8 @@ func (l *Log) Append(ctx context.Context, ev Event) error {
 	return <-p.done
 }
 
-// Close stops accepting events, writes those queued, and returns.
+// Close stops accepting events, writes those queued and a final
+// checkpoint, and returns.
 func (l *Log) Close() error {
 	l.closeMu.Lock()
 	if !l.closed {
@@ -159,7 +199,28 @@ func (l *Log) Close() error {
 func (l *Log) write() {
 	defer close(l.stopped)
 	batch := make([]*pending, 0, maxBatch)
-	for p := range l.in {
+	// tick is armed when events are committed after the last checkpoint:
+	// a checkpoint follows within CheckpointEvery.
+	tick := time.NewTimer(time.Hour)
+	tick.Stop()
+	armed := false
+	for {
+		var p *pending
+		select {
+		case q, ok := <-l.in:
+			if !ok {
+				l.checkpoint()
+				return
+			}
+			p = q
+		case <-tick.C:
+			armed = false
+			if !l.checkpoint() {
+				tick.Reset(l.opts.CheckpointEvery)
+				armed = true
+			}
+			continue
+		}
 		batch = append(batch[:0], p)
 	drain:
 		for len(batch) < maxBatch {
@@ -177,7 +238,26 @@ func (l *Log) write() {
 		for _, q := range batch {
 			q.done <- err
 		}
+		if err == nil && !armed && l.opts.Key != nil {
+			tick.Reset(l.opts.CheckpointEvery)
+			armed = true
+		}
 	}
+}
+
+// checkpoint signs and stores a checkpoint of the chain head if events
+// were added since the last one. It reports success (or nothing to do).
+func (l *Log) checkpoint() bool {
+	if l.opts.Key == nil || l.seq <= l.sealed {
+		return true
+	}
+	c := l.opts.Key.sign(l.seq, l.last, l.now())
+	if err := writeCheckpoint(context.Background(), l.db, c); err != nil {
+		l.opts.Logger.Error("audit checkpoint not written; retrying", "seq", c.Seq, "err", err)
+		return false
+	}
+	l.sealed = c.Seq
+	return true
 }
 
 // commit writes batch in one transaction; on failure the chain head is
@@ -205,10 +285,24 @@ func (l *Log) commit(batch []*pending) error {
 			return err
 		}
 		defer stmt.Close()
+		var fts *sql.Stmt
 		for i := range rows {
 			ev := &rows[i]
 			if _, err := stmt.ExecContext(ctx, ev.Seq, ev.Time.UnixNano(), ev.Type, ev.Actor, ev.Target,
 				ev.Session, ev.Source, string(canonicalData(ev.Data)), ev.PrevHash, ev.Hash); err != nil {
+				return err
+			}
+			text := searchText(ev.Data)
+			if text == "" {
+				continue
+			}
+			if fts == nil {
+				if fts, err = tx.PrepareContext(ctx, `INSERT INTO audit_fts (rowid, text) VALUES ($1, $2)`); err != nil {
+					return err
+				}
+				defer fts.Close()
+			}
+			if _, err := fts.ExecContext(ctx, ev.Seq, text); err != nil {
 				return err
 			}
 		}
@@ -239,14 +333,9 @@ func canonicalData(d map[string]any) []byte {
 
 // Hash returns hex(SHA-256(prevHash ‖ canonical(ev))) where canonical is
 // the JSON array [seq, time (Unix ns), type, actor, target, session,
-// source, data].
+// source, data] (see canon.go).
 func Hash(prevHash string, ev *Event) string {
-	canon, _ := json.Marshal([]any{ev.Seq, ev.Time.UnixNano(), ev.Type, ev.Actor, ev.Target,
-		ev.Session, ev.Source, json.RawMessage(canonicalData(ev.Data))})
-	h := sha256.New()
-	h.Write([]byte(prevHash))
-	h.Write(canon)
-	return hex.EncodeToString(h.Sum(nil))
+	return hashRow(prevHash, ev.Seq, ev.Time.UnixNano(), ev.Type, ev.Actor, ev.Target, ev.Session, ev.Source, canonicalData(ev.Data))
 }
 
 // After returns up to limit events with seq greater than after, in seq
@@ -256,30 +345,6 @@ func (l *Log) After(ctx context.Context, after int64, limit int) ([]Event, error
 		FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("audit: read after %d: %w", after, err)
-	}
-	return scanEvents(rows)
-}
-
-// Query selects events; zero fields do not filter.
-type Query struct {
-	Type  string
-	Actor string
-	Since time.Time
-	// Limit caps the result; 0 means 1000.
-	Limit int
-}
-
-// Search returns events matching q, oldest first.
-func (l *Log) Search(ctx context.Context, q Query) ([]Event, error) {
-	if q.Limit <= 0 {
-		q.Limit = 1000
-	}
-	rows, err := l.db.QueryContext(ctx, `SELECT seq, time, type, actor, target, session, source, data, prev_hash, hash
-		FROM audit_events
-		WHERE ($1 = '' OR type = $1) AND ($2 = '' OR actor = $2) AND time >= $3
-		ORDER BY seq LIMIT $4`, q.Type, q.Actor, store.Nanos(q.Since), q.Limit)
-	if err != nil {
-		return nil, fmt.Errorf("audit: search: %w", err)
 	}
 	return scanEvents(rows)
 }

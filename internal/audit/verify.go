@@ -1,0 +1,320 @@
+package audit
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vigil-pam/vigil/internal/store"
+)
+
+// Kinds of verification problems.
+const (
+	// ProblemModified: an event's content does not match its hash.
+	ProblemModified = "modified"
+	// ProblemBrokenLink: an event's prev_hash is not its predecessor's
+	// hash (an event edited with its hash recomputed, replaced, or moved).
+	ProblemBrokenLink = "broken_link"
+	// ProblemMissing: seq numbers skip (events deleted).
+	ProblemMissing = "missing"
+	// ProblemTruncated: a checkpoint names an event beyond the log's end.
+	ProblemTruncated = "truncated"
+	// ProblemCheckpointInvalid: a checkpoint's signature does not verify
+	// (forged, or signed by a key that is not Vigil's audit key).
+	ProblemCheckpointInvalid = "checkpoint_invalid"
+	// ProblemCheckpointMismatch: the event a checkpoint names has another
+	// hash now (the chain was rewritten from there on).
+	ProblemCheckpointMismatch = "checkpoint_mismatch"
+	// ProblemRecordingModified: a recording's bytes differ from the
+	// digest sealed into its session.end event.
+	ProblemRecordingModified = "recording_modified"
+	// ProblemRecordingMissing: a sealed recording is gone without a
+	// recorded disposal.
+	ProblemRecordingMissing = "recording_missing"
+	// ProblemArchiveBoundary: the log does not continue from the last
+	// archive's boundary.
+	ProblemArchiveBoundary = "archive_boundary"
+)
+
+// maxProblems bounds the problems listed in a report (all are counted).
+const maxProblems = 100
+
+// verifyPage is how many events one query reads.
+const verifyPage = 20000
+
+// Problem is one broken link.
+type Problem struct {
+	Kind    string `json:"kind"`
+	Seq     int64  `json:"seq,omitempty"`
+	Session string `json:"session,omitempty"`
+	Message string `json:"message"`
+}
+
+// Report is the outcome of a verification.
+type Report struct {
+	// OK is true when no problem was found.
+	OK bool `json:"ok"`
+	// Events is how many events were checked, FirstSeq..LastSeq.
+	Events   int64  `json:"events"`
+	FirstSeq int64  `json:"first_seq"`
+	LastSeq  int64  `json:"last_seq"`
+	Head     string `json:"head,omitempty"`
+	// ArchivedThrough is the last seq moved to an archive (0: none).
+	ArchivedThrough int64 `json:"archived_through,omitempty"`
+	// Checkpoints counts the checkpoints checked; LastCheckpoint is the
+	// newest; Unsealed counts events after it (a truncation of those
+	// alone is not detectable from this database).
+	Checkpoints    int         `json:"checkpoints"`
+	LastCheckpoint *Checkpoint `json:"last_checkpoint,omitempty"`
+	Unsealed       int64       `json:"unsealed"`
+	// Recordings counts sealed recordings checked, RecordingsDisposed
+	// those disposed of by retention (with a recorded disposal).
+	Recordings         int `json:"recordings"`
+	RecordingsDisposed int `json:"recordings_disposed"`
+	// TimeRegressions counts events older than their predecessor (clock
+	// steps backwards): not a break, but worth knowing.
+	TimeRegressions int64 `json:"time_regressions"`
+	// First is the first problem found in log order; Problems lists up to
+	// 100, ProblemCount counts them all.
+	First        *Problem  `json:"first_problem,omitempty"`
+	Problems     []Problem `json:"problems"`
+	ProblemCount int       `json:"problem_count"`
+	Duration     float64   `json:"duration_s"`
+}
+
+func (r *Report) add(p Problem) {
+	r.ProblemCount++
+	if r.First == nil {
+		r.First = &p
+	}
+	if len(r.Problems) < maxProblems {
+		r.Problems = append(r.Problems, p)
+	}
+}
+
+// VerifyOptions say what to check besides the chain and checkpoints.
+type VerifyOptions struct {
+	// RecordingsDir, when set, is where sealed recordings are looked up
+	// (by file name, so a moved directory still verifies) and re-hashed.
+	RecordingsDir string
+	// Now is the clock for the report's duration; nil means time.Now.
+	Now func() time.Time
+}
+
+// sealedRecording is a recording digest sealed into a session.end event.
+type sealedRecording struct {
+	seq     int64
+	session string
+	path    string
+	digest  string
+}
+
+// Verify checks the whole log in db: every event's hash, every link,
+// seq continuity from the archive boundary, every checkpoint's signature
+// against the audit public keys and against the event it names, and
+// (with opts.RecordingsDir) the digest of every sealed recording. A
+// database error (a corrupt page) is returned as an error; tampering is
+// reported in the Report.
+func Verify(ctx context.Context, db *store.DB, opts VerifyOptions) (Report, error) {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	start := now()
+	rep := Report{Problems: []Problem{}}
+	keys, err := PublicKeys(ctx, db)
+	if err != nil {
+		return rep, err
+	}
+	// The boundary: where the log continues after archives were pruned.
+	var boundary int64
+	var prev string
+	err = db.QueryRowContext(ctx, `SELECT last_seq, last_hash FROM audit_archives ORDER BY last_seq DESC LIMIT 1`).Scan(&boundary, &prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return rep, fmt.Errorf("audit: verify: read archives: %w", err)
+	}
+	rep.ArchivedThrough = boundary
+	cps, err := Checkpoints(ctx, db, boundary, 1<<62)
+	if err != nil {
+		return rep, err
+	}
+	for i := range cps {
+		if err := cps[i].Valid(keys); err != nil {
+			rep.add(Problem{Kind: ProblemCheckpointInvalid, Seq: cps[i].Seq,
+				Message: fmt.Sprintf("checkpoint at event %d: %v", cps[i].Seq, err)})
+		}
+	}
+	rep.Checkpoints = len(cps)
+	if len(cps) > 0 {
+		last := cps[len(cps)-1]
+		rep.LastCheckpoint = &last
+	}
+	cpi := 0
+	expect := boundary + 1
+	var lastTime int64
+	var recs []sealedRecording
+	disposed := map[string]bool{}
+	var (
+		seq, t                              int64
+		typ, actor, target, session, source string
+		data                                []byte
+		prevHash, hash                      string
+	)
+	for after := boundary; ; {
+		if err := ctx.Err(); err != nil {
+			return rep, fmt.Errorf("audit: verify: %w", err)
+		}
+		rows, err := db.QueryContext(ctx, `SELECT seq, time, type, actor, target, session, source, data, prev_hash, hash
+			FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, verifyPage)
+		if err != nil {
+			return rep, fmt.Errorf("audit: verify: read events after %d: %w", after, err)
+		}
+		n := 0
+		for rows.Next() {
+			if err := rows.Scan(&seq, &t, &typ, &actor, &target, &session, &source, &data, &prevHash, &hash); err != nil {
+				rows.Close()
+				return rep, fmt.Errorf("audit: verify: read event after %d: %w", after, err)
+			}
+			n++
+			after = seq
+			if rep.Events == 0 {
+				rep.FirstSeq = seq
+			}
+			rep.Events++
+			if seq != expect {
+				if rep.Events == 1 && boundary > 0 {
+					rep.add(Problem{Kind: ProblemArchiveBoundary, Seq: seq,
+						Message: fmt.Sprintf("the log starts at event %d but the last archive ends at %d: events %d..%d are missing", seq, boundary, expect, seq-1)})
+				} else {
+					rep.add(Problem{Kind: ProblemMissing, Seq: expect,
+						Message: fmt.Sprintf("events %d..%d are missing (deleted)", expect, seq-1)})
+				}
+			} else if prevHash != prev {
+				rep.add(Problem{Kind: ProblemBrokenLink, Seq: seq,
+					Message: fmt.Sprintf("event %d does not link to event %d: its prev_hash is not that event's hash (edited and rehashed, replaced or moved)", seq, seq-1)})
+			}
+			if !matchRow(hash, prevHash, seq, t, typ, actor, target, session, source, data) {
+				rep.add(Problem{Kind: ProblemModified, Seq: seq, Session: session,
+					Message: fmt.Sprintf("event %d (%s) does not match its hash: it was edited", seq, typ)})
+			}
+			if t < lastTime {
+				rep.TimeRegressions++
+			}
+			lastTime = t
+			for cpi < len(cps) && cps[cpi].Seq <= seq {
+				if c := cps[cpi]; c.Seq == seq && c.Hash != hash {
+					rep.add(Problem{Kind: ProblemCheckpointMismatch, Seq: seq,
+						Message: fmt.Sprintf("checkpoint of %s says event %d had hash %.16s…, it has %.16s… now: the log was rewritten from there", c.Time.UTC().Format(time.RFC3339), seq, c.Hash, hash)})
+				}
+				// A checkpoint inside a gap names a deleted event,
+				// reported as missing above.
+				cpi++
+			}
+			switch typ {
+			case "session.end":
+				if r, ok := sealedIn(seq, session, data); ok {
+					recs = append(recs, r)
+				}
+			case "recording.dispose":
+				disposed[session] = true
+			}
+			prev, expect = hash, seq+1
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return rep, fmt.Errorf("audit: verify: read events after %d: %w", after, err)
+		}
+		if n < verifyPage {
+			break
+		}
+	}
+	rep.LastSeq, rep.Head = expect-1, prev
+	if rep.Events == 0 {
+		rep.LastSeq = boundary
+	}
+	for ; cpi < len(cps); cpi++ {
+		c := cps[cpi]
+		rep.add(Problem{Kind: ProblemTruncated, Seq: c.Seq,
+			Message: fmt.Sprintf("a checkpoint of %s covers event %d but the log ends at %d: events were deleted from the end", c.Time.UTC().Format(time.RFC3339), c.Seq, rep.LastSeq)})
+	}
+	if rep.LastCheckpoint != nil && rep.LastCheckpoint.Seq <= rep.LastSeq {
+		rep.Unsealed = rep.LastSeq - rep.LastCheckpoint.Seq
+	} else if rep.LastCheckpoint == nil {
+		rep.Unsealed = rep.Events
+	}
+	if opts.RecordingsDir != "" {
+		for _, r := range recs {
+			if err := ctx.Err(); err != nil {
+				return rep, fmt.Errorf("audit: verify: %w", err)
+			}
+			checkRecording(&rep, opts.RecordingsDir, r, disposed[r.session])
+		}
+	}
+	rep.OK = rep.ProblemCount == 0
+	rep.Duration = now().Sub(start).Seconds()
+	return rep, nil
+}
+
+// sealedIn extracts the recording digest a session.end event seals.
+func sealedIn(seq int64, session string, data []byte) (sealedRecording, bool) {
+	var d struct {
+		Path   string `json:"recording"`
+		Digest string `json:"recording_sha256"`
+	}
+	if json.Unmarshal(data, &d) != nil || d.Path == "" || d.Digest == "" {
+		return sealedRecording{}, false
+	}
+	return sealedRecording{seq: seq, session: session, path: d.Path, digest: d.Digest}, true
+}
+
+func checkRecording(rep *Report, dir string, r sealedRecording, disposed bool) {
+	path := filepath.Join(dir, filepath.Base(r.path))
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && disposed {
+			rep.RecordingsDisposed++
+			return
+		}
+		rep.Recordings++
+		rep.add(Problem{Kind: ProblemRecordingMissing, Seq: r.seq, Session: r.session,
+			Message: fmt.Sprintf("recording of session %s (%s) sealed by event %d cannot be read and no disposal is recorded: %v", r.session, path, r.seq, err)})
+		return
+	}
+	defer f.Close()
+	rep.Recordings++
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		rep.add(Problem{Kind: ProblemRecordingMissing, Seq: r.seq, Session: r.session,
+			Message: fmt.Sprintf("recording of session %s (%s) cannot be read: %v", r.session, path, err)})
+		return
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != r.digest {
+		rep.add(Problem{Kind: ProblemRecordingModified, Seq: r.seq, Session: r.session,
+			Message: fmt.Sprintf("recording of session %s (%s) has SHA-256 %.16s…, event %d sealed %.16s…: the file was modified", r.session, path, got, r.seq, r.digest)})
+	}
+}
+
+// VerifyCheckpoint checks one checkpoint against the audit keys in db
+// (for archives and exported checkpoints).
+func VerifyCheckpoint(ctx context.Context, db *store.DB, c Checkpoint) error {
+	keys, err := PublicKeys(ctx, db)
+	if err != nil {
+		return err
+	}
+	return c.Valid(keys)
+}
+
+// Verify is Verify over the log's database. Events appended while it
+// runs may or may not be included.
+func (l *Log) Verify(ctx context.Context, opts VerifyOptions) (Report, error) {
+	return Verify(ctx, l.db, opts)
+}

@@ -1,0 +1,293 @@
+package audit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-pam/vigil/internal/masterkey"
+	"github.com/vigil-pam/vigil/internal/store"
+)
+
+func testMasterKey(t testing.TB) *masterkey.Key {
+	t.Helper()
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	mk, err := masterkey.New(secret, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mk
+}
+
+// signedLog returns a log with checkpoints every millisecond.
+func signedLog(t testing.TB, db *store.DB) (*Log, *SigningKey) {
+	t.Helper()
+	ctx := context.Background()
+	key, created, err := OpenSigningKey(ctx, db, testMasterKey(t), time.Now())
+	if err != nil || !created {
+		t.Fatalf("OpenSigningKey: created %v, err %v", created, err)
+	}
+	l, err := OpenWith(ctx, db, Options{Key: key, CheckpointEvery: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, key
+}
+
+// waitSealed waits until a checkpoint covers the log's head.
+func waitSealed(t testing.TB, db *store.DB, l *Log) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var max int64
+		if err := db.QueryRowContext(context.Background(), `SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints`).Scan(&max); err != nil {
+			t.Fatal(err)
+		}
+		if max == l.Head() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint covers event %d (last: %d)", l.Head(), max)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// seedLog appends 30 events in three sealed batches (checkpoints at 10,
+// 20 and 30 at least) and one session.end sealing a recording file; it returns the
+// recordings directory.
+func seedLog(t *testing.T, db *store.DB) string {
+	t.Helper()
+	ctx := context.Background()
+	l, _ := signedLog(t, db)
+	dir := t.TempDir()
+	rec := filepath.Join(dir, "s_1.cast.age")
+	body := []byte("not really a recording, but bytes with a digest")
+	if err := os.WriteFile(rec, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(body)
+	for batch := 0; batch < 3; batch++ {
+		for i := 0; i < 10; i++ {
+			ev := Event{Type: "ssh.exec", Actor: "alice", Target: "prod", Session: "s_1", Source: "10.0.0.5",
+				Data: map[string]any{"command": fmt.Sprintf("echo %d-%d", batch, i)}}
+			if batch == 2 && i == 9 {
+				ev = Event{Type: "session.end", Actor: "alice", Target: "prod", Session: "s_1",
+					Data: map[string]any{"recording": "/elsewhere/s_1.cast.age", "recording_sha256": hex.EncodeToString(sum[:])}}
+			}
+			if err := l.Append(ctx, ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitSealed(t, db, l)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func exec(t *testing.T, db *store.DB, q string, args ...any) {
+	t.Helper()
+	if _, err := db.ExecContext(context.Background(), q, args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+// rehashFrom recomputes hashes and links from seq on, as a careful forger
+// would.
+func rehashFrom(t *testing.T, db *store.DB, from int64) {
+	t.Helper()
+	ctx := context.Background()
+	evs, err := Search(ctx, db, Query{Limit: MaxLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := ""
+	for _, ev := range evs {
+		if ev.Seq >= from {
+			ev.PrevHash = prev
+			ev.Hash = Hash(prev, &ev)
+			exec(t, db, `UPDATE audit_events SET prev_hash = $1, hash = $2 WHERE seq = $3`, ev.PrevHash, ev.Hash, ev.Seq)
+		}
+		prev = ev.Hash
+	}
+}
+
+func TestVerifyDetectsEachTamperKind(t *testing.T) {
+	otherPub, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
+	_ = otherPub
+	cases := []struct {
+		name   string
+		tamper func(t *testing.T, db *store.DB, dir string)
+		kind   string
+		seq    int64 // the first problem's seq; a checkpoint's when maxSeq is set
+		maxSeq int64 // checkpoints fall where the timer fires: seq..maxSeq
+		want   string // in the first problem's message
+	}{
+		{name: "untouched"},
+		{name: "edit a field", kind: ProblemModified, seq: 5, want: "event 5 (ssh.exec) does not match its hash",
+			tamper: func(t *testing.T, db *store.DB, _ string) {
+				exec(t, db, `UPDATE audit_events SET actor = 'mallory' WHERE seq = 5`)
+			}},
+		{name: "edit data", kind: ProblemModified, seq: 7, want: "event 7",
+			tamper: func(t *testing.T, db *store.DB, _ string) {
+				exec(t, db, `UPDATE audit_events SET data = '{"command":"echo harmless"}' WHERE seq = 7`)
+			}},
+		{name: "edit and rehash the rest", kind: ProblemCheckpointMismatch, seq: 5, maxSeq: 10, want: "the log was rewritten",
+			tamper: func(t *testing.T, db *store.DB, _ string) {
+				exec(t, db, `UPDATE audit_events SET actor = 'mallory' WHERE seq = 5`)
+				rehashFrom(t, db, 5)
+			}},
+		{name: "delete a middle row", kind: ProblemMissing, seq: 12, want: "events 12..12 are missing",
+			tamper: func(t *testing.T, db *store.DB, _ string) {
+				exec(t, db, `DELETE FROM audit_events WHERE seq = 12`)
+			}},
+		{name: "delete the tail", kind: ProblemTruncated, seq: 25, maxSeq: 30, want: "but the log ends at 24",
+			tamper: func(t *testing.T, db *store.DB, _ string) {
+				exec(t, db, `DELETE FROM audit_events WHERE seq > 24`)
+			}},
+		{name: "swap two rows", kind: ProblemBrokenLink, seq: 15,
+			tamper: func(t *testing.T, db *store.DB, _ string) {
+				// Swap whole rows but keep each seq in place (seq is the
+				// position): 15 and 16 trade content, hashes included.
+				exec(t, db, `UPDATE audit_events SET seq = -1 WHERE seq = 15`)
+				exec(t, db, `UPDATE audit_events SET seq = 15 WHERE seq = 16`)
+				exec(t, db, `UPDATE audit_events SET seq = 16 WHERE seq = -1`)
+			}},
+		{name: "replace a checkpoint", kind: ProblemCheckpointInvalid, seq: 20, want: "signature does not verify",
+			tamper: func(t *testing.T, db *store.DB, _ string) {
+				var c Checkpoint
+				var tm int64
+				if err := db.QueryRowContext(context.Background(), `SELECT seq, hash, time, kid FROM audit_checkpoints WHERE seq = 20`).Scan(&c.Seq, &c.Hash, &tm, &c.KID); err != nil {
+					t.Fatal(err)
+				}
+				c.Time = store.Time(tm)
+				sig := ed25519.Sign(otherPriv, checkpointMessage(c.Seq, c.Hash, c.Time, c.KID))
+				exec(t, db, `UPDATE audit_checkpoints SET signature = $1 WHERE seq = 20`, base64.StdEncoding.EncodeToString(sig))
+			}},
+		{name: "checkpoint by an unknown key", kind: ProblemCheckpointInvalid, seq: 10, want: "unknown key",
+			tamper: func(t *testing.T, db *store.DB, _ string) {
+				exec(t, db, `UPDATE audit_checkpoints SET kid = 'ak_0000000000000000' WHERE seq = 10`)
+			}},
+		{name: "flip one byte of a recording", kind: ProblemRecordingModified, seq: 30, want: "session s_1",
+			tamper: func(t *testing.T, _ *store.DB, dir string) {
+				path := filepath.Join(dir, "s_1.cast.age")
+				b, _ := os.ReadFile(path)
+				b[len(b)/2] ^= 1
+				os.WriteFile(path, b, 0o600)
+			}},
+		{name: "delete a recording", kind: ProblemRecordingMissing, seq: 30, want: "no disposal is recorded",
+			tamper: func(t *testing.T, _ *store.DB, dir string) {
+				os.Remove(filepath.Join(dir, "s_1.cast.age"))
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			db, _ := openDB(t)
+			dir := seedLog(t, db)
+			if tc.tamper != nil {
+				tc.tamper(t, db, dir)
+			}
+			rep, err := Verify(context.Background(), db, VerifyOptions{RecordingsDir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.kind == "" {
+				if !rep.OK || rep.Events != 30 || rep.Checkpoints < 3 || rep.Recordings != 1 || rep.Unsealed != 0 {
+					t.Fatalf("untouched log: got %+v", rep)
+				}
+				return
+			}
+			if rep.OK || rep.First == nil {
+				t.Fatalf("%s: verification passed: %+v", tc.name, rep)
+			}
+			maxSeq := max(tc.maxSeq, tc.seq)
+			if rep.First.Kind != tc.kind || rep.First.Seq < tc.seq || rep.First.Seq > maxSeq || !strings.Contains(rep.First.Message, tc.want) {
+				t.Fatalf("first problem: got %+v, want kind %s at %d containing %q", *rep.First, tc.kind, tc.seq, tc.want)
+			}
+		})
+	}
+}
+
+func TestVerifyCorruptDatabase(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "a.db")
+	ctx := context.Background()
+	db, err := store.Open(ctx, "sqlite://"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := signedLog(t, db)
+	for i := 0; i < 3000; i++ {
+		if err := l.Append(ctx, Event{Type: "t", Data: map[string]any{"pad": strings.Repeat("x", 200)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	db.Close()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Overwrite a page in the middle of the file with garbage.
+	for i := len(b) / 2; i < len(b)/2+4096 && i < len(b); i++ {
+		b[i] = 0xA5
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err = store.Open(ctx, "sqlite://"+path)
+	if err != nil {
+		return // refused at open: a precise error, nothing verified as good
+	}
+	defer db.Close()
+	rep, err := Verify(ctx, db, VerifyOptions{})
+	if err == nil && rep.OK {
+		t.Fatalf("a corrupted database verified as intact: %+v", rep)
+	}
+}
+
+func TestVerifyTimeRegressionIsAWarning(t *testing.T) {
+	db, _ := openDB(t)
+	ctx := context.Background()
+	l, _ := signedLog(t, db)
+	base := time.Now()
+	for _, d := range []time.Duration{0, time.Second, -time.Hour, 2 * time.Second} {
+		if err := l.Append(ctx, Event{Type: "t", Time: base.Add(d)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	rep, err := Verify(ctx, db, VerifyOptions{})
+	if err != nil || !rep.OK || rep.TimeRegressions != 1 {
+		t.Fatalf("got ok %v, regressions %d, err %v; want ok with 1 regression", rep.OK, rep.TimeRegressions, err)
+	}
+}
+
+func TestSigningKeyReopens(t *testing.T) {
+	db, _ := openDB(t)
+	ctx := context.Background()
+	mk := testMasterKey(t)
+	k1, created, err := OpenSigningKey(ctx, db, mk, time.Now())
+	if err != nil || !created {
+		t.Fatal(created, err)
+	}
+	k2, created, err := OpenSigningKey(ctx, db, mk, time.Now())
+	if err != nil || created || k2.KID != k1.KID {
+		t.Fatalf("reopen: got %v %v %v", k2, created, err)
+	}
+	if _, _, err := OpenSigningKey(ctx, db, testMasterKey(t), time.Now()); err == nil {
+		t.Fatal("a wrong master key unsealed the audit key")
+	}
+}
