@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -11,7 +12,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/vigil-pam/vigil/internal/store"
 )
@@ -75,6 +80,11 @@ type Report struct {
 	Checkpoints    int         `json:"checkpoints"`
 	LastCheckpoint *Checkpoint `json:"last_checkpoint,omitempty"`
 	Unsealed       int64       `json:"unsealed"`
+	// ArchivesChecked counts archive files re-hashed against their
+	// recorded digest; ArchivesOffline those not at their recorded path
+	// (moved to cold storage: check them with vigil audit verify-archive).
+	ArchivesChecked int `json:"archives_checked,omitempty"`
+	ArchivesOffline int `json:"archives_offline,omitempty"`
 	// Recordings counts sealed recordings checked, RecordingsDisposed
 	// those disposed of by retention (with a recorded disposal).
 	Recordings         int `json:"recordings"`
@@ -92,9 +102,6 @@ type Report struct {
 
 func (r *Report) add(p Problem) {
 	r.ProblemCount++
-	if r.First == nil {
-		r.First = &p
-	}
 	if len(r.Problems) < maxProblems {
 		r.Problems = append(r.Problems, p)
 	}
@@ -152,94 +159,87 @@ func Verify(ctx context.Context, db *store.DB, opts VerifyOptions) (Report, erro
 				Message: fmt.Sprintf("checkpoint at event %d: %v", cps[i].Seq, err)})
 		}
 	}
+	if boundary > 0 {
+		// The archive boundary must be sealed by a checkpoint over the
+		// archive's last event (Archive writes one).
+		if i, ok := slices.BinarySearchFunc(cps, boundary, func(c Checkpoint, seq int64) int { return cmp.Compare(c.Seq, seq) }); !ok || cps[i].Hash != prev {
+			rep.add(Problem{Kind: ProblemArchiveBoundary, Seq: boundary,
+				Message: fmt.Sprintf("no valid checkpoint seals the archive boundary at event %d", boundary)})
+		}
+		if err := checkArchiveFiles(ctx, db, &rep); err != nil {
+			return rep, err
+		}
+	}
 	rep.Checkpoints = len(cps)
 	if len(cps) > 0 {
 		last := cps[len(cps)-1]
 		rep.LastCheckpoint = &last
 	}
-	cpi := 0
-	expect := boundary + 1
+	var top int64
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_events`).Scan(&top); err != nil {
+		return rep, fmt.Errorf("audit: verify: read log end: %w", err)
+	}
+	// The range is split among the cores: each part is read and hashed
+	// on its own connection, and the parts are joined in order after.
+	parts := runtime.GOMAXPROCS(0)
+	if top-boundary < 4*verifyPage {
+		parts = 1
+	}
+	spans := make([]span, parts)
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for k := range spans {
+		lo := boundary + (top-boundary)*int64(k)/int64(parts)
+		hi := boundary + (top-boundary)*int64(k+1)/int64(parts)
+		wg.Go(func() { errs[k] = spans[k].verify(ctx, db, lo, hi, cps) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return rep, err
+	}
+	expect, prev := boundary+1, prev
 	var lastTime int64
 	var recs []sealedRecording
 	disposed := map[string]bool{}
-	var (
-		seq, t                              int64
-		typ, actor, target, session, source string
-		data                                []byte
-		prevHash, hash                      string
-	)
-	for after := boundary; ; {
-		if err := ctx.Err(); err != nil {
-			return rep, fmt.Errorf("audit: verify: %w", err)
+	first := true
+	for k := range spans {
+		sp := &spans[k]
+		if sp.events == 0 {
+			continue
 		}
-		rows, err := db.QueryContext(ctx, `SELECT seq, time, type, actor, target, session, source, data, prev_hash, hash
-			FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, verifyPage)
-		if err != nil {
-			return rep, fmt.Errorf("audit: verify: read events after %d: %w", after, err)
+		if first {
+			rep.FirstSeq = sp.firstSeq
 		}
-		n := 0
-		for rows.Next() {
-			if err := rows.Scan(&seq, &t, &typ, &actor, &target, &session, &source, &data, &prevHash, &hash); err != nil {
-				rows.Close()
-				return rep, fmt.Errorf("audit: verify: read event after %d: %w", after, err)
-			}
-			n++
-			after = seq
-			if rep.Events == 0 {
-				rep.FirstSeq = seq
-			}
-			rep.Events++
-			if seq != expect {
-				if rep.Events == 1 && boundary > 0 {
-					rep.add(Problem{Kind: ProblemArchiveBoundary, Seq: seq,
-						Message: fmt.Sprintf("the log starts at event %d but the last archive ends at %d: events %d..%d are missing", seq, boundary, expect, seq-1)})
-				} else {
-					rep.add(Problem{Kind: ProblemMissing, Seq: expect,
-						Message: fmt.Sprintf("events %d..%d are missing (deleted)", expect, seq-1)})
-				}
-			} else if prevHash != prev {
-				rep.add(Problem{Kind: ProblemBrokenLink, Seq: seq,
-					Message: fmt.Sprintf("event %d does not link to event %d: its prev_hash is not that event's hash (edited and rehashed, replaced or moved)", seq, seq-1)})
-			}
-			if !matchRow(hash, prevHash, seq, t, typ, actor, target, session, source, data) {
-				rep.add(Problem{Kind: ProblemModified, Seq: seq, Session: session,
-					Message: fmt.Sprintf("event %d (%s) does not match its hash: it was edited", seq, typ)})
-			}
-			if t < lastTime {
-				rep.TimeRegressions++
-			}
-			lastTime = t
-			for cpi < len(cps) && cps[cpi].Seq <= seq {
-				if c := cps[cpi]; c.Seq == seq && c.Hash != hash {
-					rep.add(Problem{Kind: ProblemCheckpointMismatch, Seq: seq,
-						Message: fmt.Sprintf("checkpoint of %s says event %d had hash %.16s…, it has %.16s… now: the log was rewritten from there", c.Time.UTC().Format(time.RFC3339), seq, c.Hash, hash)})
-				}
-				// A checkpoint inside a gap names a deleted event,
-				// reported as missing above.
-				cpi++
-			}
-			switch typ {
-			case "session.end":
-				if r, ok := sealedIn(seq, session, data); ok {
-					recs = append(recs, r)
-				}
-			case "recording.dispose":
-				disposed[session] = true
-			}
-			prev, expect = hash, seq+1
+		switch {
+		case sp.firstSeq != expect && first && boundary > 0:
+			rep.add(Problem{Kind: ProblemArchiveBoundary, Seq: sp.firstSeq,
+				Message: fmt.Sprintf("the log starts at event %d but the last archive ends at %d: events %d..%d are missing", sp.firstSeq, boundary, expect, sp.firstSeq-1)})
+		case sp.firstSeq != expect:
+			rep.add(Problem{Kind: ProblemMissing, Seq: expect,
+				Message: fmt.Sprintf("events %d..%d are missing (deleted)", expect, sp.firstSeq-1)})
+		case sp.firstPrev != prev:
+			rep.add(brokenLink(sp.firstSeq))
 		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return rep, fmt.Errorf("audit: verify: read events after %d: %w", after, err)
+		first = false
+		if sp.firstTime < lastTime {
+			rep.TimeRegressions++
 		}
-		if n < verifyPage {
-			break
+		for _, p := range sp.problems {
+			rep.add(p)
 		}
+		rep.ProblemCount += sp.problemCount - len(sp.problems)
+		rep.Events += sp.events
+		rep.TimeRegressions += sp.timeRegressions
+		recs = append(recs, sp.recs...)
+		for _, s := range sp.disposed {
+			disposed[s] = true
+		}
+		expect, prev, lastTime = sp.lastSeq+1, sp.lastHash, sp.lastTime
 	}
 	rep.LastSeq, rep.Head = expect-1, prev
-	if rep.Events == 0 {
-		rep.LastSeq = boundary
+	cpi := 0
+	for cpi < len(cps) && cps[cpi].Seq <= rep.LastSeq {
+		cpi++
 	}
 	for ; cpi < len(cps); cpi++ {
 		c := cps[cpi]
@@ -259,9 +259,39 @@ func Verify(ctx context.Context, db *store.DB, opts VerifyOptions) (Report, erro
 			checkRecording(&rep, opts.RecordingsDir, r, disposed[r.session])
 		}
 	}
+	// Problems in log order: the first is the first broken link.
+	slices.SortStableFunc(rep.Problems, func(a, b Problem) int { return cmp.Compare(a.Seq, b.Seq) })
+	if len(rep.Problems) > 0 {
+		rep.First = &rep.Problems[0]
+	}
 	rep.OK = rep.ProblemCount == 0
 	rep.Duration = now().Sub(start).Seconds()
 	return rep, nil
+}
+
+// checkArchiveFiles re-hashes the archive files still at their recorded
+// paths.
+func checkArchiveFiles(ctx context.Context, db *store.DB, rep *Report) error {
+	as, err := Archives(ctx, db)
+	if err != nil {
+		return err
+	}
+	for _, a := range as {
+		f, err := os.Open(a.File)
+		if err != nil {
+			rep.ArchivesOffline++
+			continue
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, f)
+		f.Close()
+		rep.ArchivesChecked++
+		if got := hex.EncodeToString(h.Sum(nil)); err != nil || got != a.Digest {
+			rep.add(Problem{Kind: ProblemArchiveBoundary, Seq: a.LastSeq,
+				Message: fmt.Sprintf("archive %s (%s) does not match the digest recorded when it was written", a.ID, a.File)})
+		}
+	}
+	return nil
 }
 
 // sealedIn extracts the recording digest a session.end event seals.
@@ -301,6 +331,111 @@ func checkRecording(rep *Report, dir string, r sealedRecording, disposed bool) {
 		rep.add(Problem{Kind: ProblemRecordingModified, Seq: r.seq, Session: r.session,
 			Message: fmt.Sprintf("recording of session %s (%s) has SHA-256 %.16s…, event %d sealed %.16s…: the file was modified", r.session, path, got, r.seq, r.digest)})
 	}
+}
+
+// view is b as a string without a copy, for comparisons and hashing
+// only: it is valid until the next Scan reuses b.
+func view(b sql.RawBytes) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+func brokenLink(seq int64) Problem {
+	return Problem{Kind: ProblemBrokenLink, Seq: seq,
+		Message: fmt.Sprintf("event %d does not link to event %d: its prev_hash is not that event's hash (edited and rehashed, replaced or moved)", seq, seq-1)}
+}
+
+// span is the verification of the events with seq in (lo, hi]: its own
+// links, hashes and the checkpoints that fall in it; the links between
+// spans are checked when they are joined.
+type span struct {
+	events              int64
+	firstSeq, lastSeq   int64
+	firstPrev, lastHash string
+	firstTime, lastTime int64
+	timeRegressions     int64
+	problems            []Problem
+	problemCount        int
+	recs                []sealedRecording
+	disposed            []string
+}
+
+func (sp *span) add(p Problem) {
+	sp.problemCount++
+	if len(sp.problems) < maxProblems {
+		sp.problems = append(sp.problems, p)
+	}
+}
+
+func (sp *span) verify(ctx context.Context, db *store.DB, lo, hi int64, cps []Checkpoint) error {
+	cpi, _ := slices.BinarySearchFunc(cps, lo+1, func(c Checkpoint, seq int64) int { return cmp.Compare(c.Seq, seq) })
+	var (
+		seq, t                                                    int64
+		typ, actor, target, session, source, data, prevHash, hash sql.RawBytes
+		expect                                                    int64
+		prev                                                      string
+	)
+	for after := lo; after < hi; {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("audit: verify: %w", err)
+		}
+		rows, err := db.QueryContext(ctx, `SELECT seq, time, type, actor, target, session, source, data, prev_hash, hash
+			FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3`, after, hi, verifyPage)
+		if err != nil {
+			return fmt.Errorf("audit: verify: read events after %d: %w", after, err)
+		}
+		n := 0
+		for rows.Next() {
+			if err := rows.Scan(&seq, &t, &typ, &actor, &target, &session, &source, &data, &prevHash, &hash); err != nil {
+				rows.Close()
+				return fmt.Errorf("audit: verify: read event after %d: %w", after, err)
+			}
+			n++
+			after = seq
+			if sp.events == 0 {
+				sp.firstSeq, sp.firstPrev, sp.firstTime = seq, string(prevHash), t
+			} else {
+				if seq != expect {
+					sp.add(Problem{Kind: ProblemMissing, Seq: expect,
+						Message: fmt.Sprintf("events %d..%d are missing (deleted)", expect, seq-1)})
+				} else if view(prevHash) != prev {
+					sp.add(brokenLink(seq))
+				}
+				if t < sp.lastTime {
+					sp.timeRegressions++
+				}
+			}
+			sp.events++
+			if !matchRow(view(hash), view(prevHash), seq, t, view(typ), view(actor), view(target), view(session), view(source), data) {
+				sp.add(Problem{Kind: ProblemModified, Seq: seq, Session: string(session),
+					Message: fmt.Sprintf("event %d (%s) does not match its hash: it was edited", seq, typ)})
+			}
+			for ; cpi < len(cps) && cps[cpi].Seq <= seq; cpi++ {
+				// A checkpoint inside a gap names a deleted event,
+				// reported as missing.
+				if c := cps[cpi]; c.Seq == seq && c.Hash != view(hash) {
+					sp.add(Problem{Kind: ProblemCheckpointMismatch, Seq: seq,
+						Message: fmt.Sprintf("checkpoint of %s says event %d had hash %.16s…, it has %.16s… now: the log was rewritten from there", c.Time.UTC().Format(time.RFC3339), seq, c.Hash, hash)})
+				}
+			}
+			switch view(typ) {
+			case "session.end":
+				if r, ok := sealedIn(seq, string(session), data); ok {
+					sp.recs = append(sp.recs, r)
+				}
+			case "recording.disposed":
+				sp.disposed = append(sp.disposed, string(session))
+			}
+			prev, expect, sp.lastTime = string(hash), seq+1, t
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("audit: verify: read events after %d: %w", after, err)
+		}
+		if n < verifyPage {
+			break
+		}
+	}
+	sp.lastSeq, sp.lastHash = expect-1, prev
+	return nil
 }
 
 // VerifyCheckpoint checks one checkpoint against the audit keys in db
