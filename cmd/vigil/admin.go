@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"strings"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/vigil-pam/vigil/internal/api"
-	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/policy"
 	"github.com/vigil-pam/vigil/internal/token"
 )
@@ -136,33 +134,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func newAuditCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "audit", Short: "Search the audit trail"}
-	var typ, actor, since string
-	var limit int
-	search := &cobra.Command{
-		Use:   "search [--type T] [--actor A] [--since 24h|RFC3339]",
-		Short: "Search audit events, oldest first",
-		Args:  cobra.NoArgs,
-	}
-	out := outputFlag(search)
-	search.Flags().StringVar(&typ, "type", "", "event type, e.g. token.verify")
-	search.Flags().StringVar(&actor, "actor", "", "actor (user)")
-	search.Flags().StringVar(&since, "since", "", "a duration back from now (24h) or an RFC 3339 time")
-	search.Flags().IntVar(&limit, "limit", 1000, "most events to show")
-	search.RunE = func(cmd *cobra.Command, _ []string) error {
-		q := url.Values{"type": {typ}, "actor": {actor}, "since": {since}, "limit": {fmt.Sprint(limit)}}
-		return list(cmd, *out, "/api/v1/audit?"+q.Encode(), func(resp struct{ Events []audit.Event }) ([]string, [][]string) {
-			var rows [][]string
-			for _, e := range resp.Events {
-				d, _ := json.Marshal(e.Data)
-				rows = append(rows, []string{fmt.Sprint(e.Seq), fmtTime(e.Time), e.Type, orDash(e.Actor), orDash(e.Target), orDash(e.Source), string(d)})
-			}
-			return []string{"SEQ", "TIME", "TYPE", "ACTOR", "TARGET", "SOURCE", "DATA"}, rows
-		})
-	}
-	cmd.AddCommand(search)
-	return cmd
 }

@@ -49,6 +49,8 @@ readable).`,
 	}
 	root.AddCommand(newServeCmd(), newTokenCmd(), newKeysCmd(), newGrantCmd(), newAuditCmd(), newTargetCmd(),
 		newSessionsCmd(), newPlayCmd(), newRecordingCmd(), newSSHCmd(), newLockCmd(), newRulesCmd(), newAlertsCmd())
+	root.AddCommand(newHoldCmd(), newRetentionCmd())
+	root.AddCommand(newReportCmd())
 	return root
 }
 

@@ -29,8 +29,12 @@ import (
 	"github.com/vigil-pam/vigil/internal/gateway/sshgw"
 	"github.com/vigil-pam/vigil/internal/masterkey"
 	"github.com/vigil-pam/vigil/internal/policy"
+	"github.com/vigil-pam/vigil/internal/recording"
+	"github.com/vigil-pam/vigil/internal/report"
+	"github.com/vigil-pam/vigil/internal/retention"
 	"github.com/vigil-pam/vigil/internal/rules"
 	"github.com/vigil-pam/vigil/internal/session"
+	"github.com/vigil-pam/vigil/internal/siem"
 	"github.com/vigil-pam/vigil/internal/store"
 	"github.com/vigil-pam/vigil/internal/token"
 	"github.com/vigil-pam/vigil/internal/vault"
@@ -85,6 +89,9 @@ SIGINT or SIGTERM shuts down gracefully.`,
 				}
 			}
 			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			if err := retention.Validate(cfg.Retention); err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -169,11 +176,21 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	if err := checkMasterKey(ctx, db, mk); err != nil {
 		return err
 	}
-	auditLog, err := audit.Open(ctx, db, nil)
+	auditKey, auditKeyCreated, err := audit.OpenSigningKey(ctx, db, mk, time.Now())
+	if err != nil {
+		return err
+	}
+	auditLog, err := audit.OpenWith(ctx, db, audit.Options{Key: auditKey, CheckpointEvery: cfg.Audit.CheckpointEvery, Logger: log})
 	if err != nil {
 		return err
 	}
 	defer auditLog.Close()
+	if auditKeyCreated {
+		if err := auditLog.Append(ctx, audit.Event{Type: "audit.key_create", Actor: "vigil", Target: auditKey.KID,
+			Data: map[string]any{"kid": auditKey.KID, "alg": "Ed25519"}}); err != nil {
+			return err
+		}
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -247,6 +264,14 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	if err := prepareDir(recDir, "recordings directory"); err != nil {
 		return err
 	}
+	recKeys, recKeyCreated, err := recording.LoadKeys(cfg.Encryption, cfg.Data)
+	if err != nil {
+		return err
+	}
+	if recKeyCreated {
+		log.Info("recordings key created", "file", filepath.Join(cfg.Data, recording.IdentityFileName), "recipient", recKeys.Recipients()[0])
+	}
+	log.Info("recordings encrypted at rest", "recipients", recKeys.Recipients(), "playback_here", recKeys.CanDecrypt())
 	hostKey, err := sshgw.LoadOrCreateHostKey(ctx, db, mk)
 	if err != nil {
 		return err
@@ -272,16 +297,33 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	if err != nil {
 		return err
 	}
+	forwardSinks, err := siem.Build(cfg.Audit.Forward, os.Getenv)
+	if err != nil {
+		return err
+	}
+	forwarder, err := siem.NewForwarder(db, auditLog, forwardSinks, log, reg)
+	if err != nil {
+		return err
+	}
 	gw, err := sshgw.New(sshgw.Config{HostKey: hostKey, Verifier: verifier, Vault: vlt, Grants: grants, Locks: locks, Sessions: sessions, Live: live,
 		Rules: ruleEngine, DefaultRulePacks: cfg.Rules.Packs, Alerts: alerts,
-		Audit: auditLog, RecordingsDir: recDir, Log: log, HandshakeTimeout: cfg.SSH.HandshakeTimeout,
+		Audit: auditLog, RecordingsDir: recDir, RecordingKeys: recKeys, Log: log, HandshakeTimeout: cfg.SSH.HandshakeTimeout,
 		IdleTimeout: cfg.SSH.IdleTimeout, Keepalive: cfg.SSH.Keepalive,
 		ExpiryWarning: cfg.SSH.ExpiryWarning, EnvAllow: cfg.SSH.EnvAllow, Ciphers: cfg.SSH.Ciphers})
 	if err != nil {
 		return err
 	}
 	srv := &api.Server{Verifier: verifier, Signer: signer, Keyring: kr, Revocations: revs, Grants: grants, Vault: vlt,
-		Sessions: sessions, Locks: locks, Live: live, Audit: auditLog, Alerts: alerts, Rules: ruleEngine, DefaultRulePacks: cfg.Rules.Packs, Issuer: cfg.Token.Issuer, Gatherer: reg, Log: log, Now: time.Now}
+		Sessions: sessions, Locks: locks, Live: live, Audit: auditLog, RecordingsDir: recDir, ArchiveDir: filepath.Join(cfg.Data, "audit-archive"), RecordingKeys: recKeys, Alerts: alerts, Rules: ruleEngine, DefaultRulePacks: cfg.Rules.Packs, Issuer: cfg.Token.Issuer, Gatherer: reg, Log: log, Now: time.Now}
+	// Retention deletes expired recordings; its configuration is
+	// validated here, before anything listens.
+	sweeper, err := retention.New(retention.Config{Policy: cfg.Retention, DB: db, Targets: vlt, Audit: auditLog,
+		RecordingsDir: recDir, Log: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	srv.Retention = sweeper
+	srv.Reports = report.New(db, time.Now)
 	sshLn, err := net.Listen("tcp", cfg.SSHAddr)
 	if err != nil {
 		return fmt.Errorf("ssh: %w", err)
@@ -315,6 +357,12 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	}
 	go housekeeping(bg, cfg, kr, revs, admTok, auditLog, log)
 	go dispatcher.Run(bg)
+	forwarderDone := make(chan struct{})
+	go func() {
+		defer close(forwarderDone)
+		forwarder.Run(bg)
+	}()
+	go sweeper.Run(bg)
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- fmt.Errorf("http: %w", httpSrv.Serve(ln)) }()
@@ -333,6 +381,8 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	}
 	log.Info("shutting down")
 	cancelBG()
+	// The forwarder stores its last cursor before the database closes.
+	<-forwarderDone
 	// Live SSH sessions end with a message, and their recordings and end
 	// events are written, before the audit log closes.
 	stopGW(errors.New("vigil is shutting down"))

@@ -308,7 +308,7 @@ func newRecordingCmd() *cobra.Command {
 	}
 	export.Flags().StringVarP(&out, "output", "o", "", "file to write (- for stdout)")
 	export.MarkFlagRequired("output")
-	cmd.AddCommand(export)
+	cmd.AddCommand(export, newRecordingDecryptCmd())
 	return cmd
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vigil-pam/vigil/internal/backoff"
 	"github.com/vigil-pam/vigil/internal/store"
 )
 
@@ -145,7 +146,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 func (d *Dispatcher) runSink(ctx context.Context, sk Sink) {
 	name := sk.Name()
 	log := d.log.With("sink", name)
-	retry := backoff{base: d.backoff, max: d.maxBackoff}
+	retry := backoff.Backoff{Base: d.backoff, Max: d.maxBackoff}
 
 	var cursor int64
 	for {
@@ -157,7 +158,7 @@ func (d *Dispatcher) runSink(ctx context.Context, sk Sink) {
 			return
 		}
 		log.Error("alert sink: cannot read its delivery cursor; retrying", "err", err)
-		if !sleep(ctx, retry.next()) {
+		if !backoff.Sleep(ctx, retry.Next()) {
 			return
 		}
 	}
@@ -165,8 +166,8 @@ func (d *Dispatcher) runSink(ctx context.Context, sk Sink) {
 
 	// retry paces the redelivery of one alert, readRetry the reading of
 	// the table after a database error.
-	retry = backoff{base: d.backoff, max: d.maxBackoff}
-	readRetry := backoff{base: d.backoff, max: d.maxBackoff}
+	retry = backoff.Backoff{Base: d.backoff, Max: d.maxBackoff}
+	readRetry := backoff.Backoff{Base: d.backoff, Max: d.maxBackoff}
 	backlog := d.backlog.WithLabelValues(name)
 	for {
 		wake := d.st.wakeup()
@@ -181,12 +182,12 @@ func (d *Dispatcher) runSink(ctx context.Context, sk Sink) {
 				return
 			}
 			log.Error("alert sink: cannot read alerts; retrying", "err", err)
-			if !sleep(ctx, readRetry.next()) {
+			if !backoff.Sleep(ctx, readRetry.Next()) {
 				return
 			}
 			continue
 		}
-		readRetry.reset()
+		readRetry.Reset()
 		backlog.Set(float64(top - cursor))
 		// Skipped alerts move the cursor in memory; it is written after the
 		// next delivery or at the end of the batch.
@@ -229,12 +230,12 @@ func (d *Dispatcher) runSink(ctx context.Context, sk Sink) {
 }
 
 // deliver sends a to sk until it succeeds (true) or ctx ends (false).
-func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, sk Sink, a Alert, retry *backoff) bool {
+func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, sk Sink, a Alert, retry *backoff.Backoff) bool {
 	for attempt := 1; ; attempt++ {
 		err := sk.Send(ctx, a)
 		if err == nil {
 			d.deliveries.WithLabelValues(sk.Name(), "delivered").Inc()
-			retry.reset()
+			retry.Reset()
 			if attempt > 1 {
 				log.Info("alert delivered after retries", "alert", a.ID, "attempts", attempt)
 			}
@@ -244,9 +245,9 @@ func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, sk Sink, a A
 			return false
 		}
 		d.deliveries.WithLabelValues(sk.Name(), "failed").Inc()
-		wait := retry.next()
+		wait := retry.Next()
 		log.Warn("alert delivery failed; retrying", "alert", a.ID, "attempt", attempt, "retry_in", wait, "err", err)
-		if !sleep(ctx, wait) {
+		if !backoff.Sleep(ctx, wait) {
 			return false
 		}
 	}
@@ -256,7 +257,7 @@ func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, sk Sink, a A
 // (true) or ctx ends (false). Each attempt runs to completion even if ctx
 // has ended, so a delivery already made is recorded.
 func (d *Dispatcher) saveCursor(ctx context.Context, log *slog.Logger, name string, cursor int64) bool {
-	retry := backoff{base: d.backoff, max: d.maxBackoff}
+	retry := backoff.Backoff{Base: d.backoff, Max: d.maxBackoff}
 	for {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cursorWriteTimeout)
 		err := writeCursor(wctx, d.st, name, cursor)
@@ -265,7 +266,7 @@ func (d *Dispatcher) saveCursor(ctx context.Context, log *slog.Logger, name stri
 			return ctx.Err() == nil
 		}
 		log.Error("alert sink: cannot record its delivery cursor; retrying", "alert", cursor, "err", err)
-		if !sleep(ctx, retry.next()) {
+		if !backoff.Sleep(ctx, retry.Next()) {
 			return false
 		}
 	}
@@ -305,34 +306,4 @@ func writeCursor(ctx context.Context, st *Store, name string, id int64) error {
 		return fmt.Errorf("alert: cursor of sink %s: %w", name, err)
 	}
 	return nil
-}
-
-// backoff is a doubling delay, reset by a success.
-type backoff struct {
-	base, max, cur time.Duration
-}
-
-// next returns the delay to wait now and doubles the following one.
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.base
-	}
-	d := b.cur
-	b.cur = min(b.cur*2, b.max)
-	return d
-}
-
-// reset makes the next delay the base again.
-func (b *backoff) reset() { b.cur = 0 }
-
-// sleep waits for d or ctx, reporting whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

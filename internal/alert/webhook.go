@@ -80,18 +80,27 @@ func (w *Webhook) Validate() error {
 	if w.Min != "" && w.Min.Rank() == 0 {
 		return fmt.Errorf("alert: webhook %s: unknown minimum severity %q", w.SinkName, w.Min)
 	}
-	u, err := url.Parse(w.URL)
+	if err := CheckURL(w.URL); err != nil {
+		return fmt.Errorf("alert: webhook %s: %w", w.SinkName, err)
+	}
+	return nil
+}
+
+// CheckURL accepts an https URL, or an http URL to a loopback address:
+// the rule for every outgoing webhook (alerts, SIEM). Its errors never
+// repeat the URL (it may hold a token).
+func CheckURL(raw string) error {
+	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		// url.Parse's error would repeat the URL.
-		return fmt.Errorf("alert: webhook %s: URL is not an absolute http(s) URL", w.SinkName)
+		return errors.New("URL is not an absolute http(s) URL")
 	}
 	switch {
 	case u.Scheme == "https":
 	case u.Scheme == "http" && isLoopback(u.Hostname()):
 	case u.Scheme == "http":
-		return fmt.Errorf("alert: webhook %s: plain http is allowed only to a loopback address; use https", w.SinkName)
+		return errors.New("plain http is allowed only to a loopback address; use https")
 	default:
-		return fmt.Errorf("alert: webhook %s: URL scheme %q is not http(s)", w.SinkName, u.Scheme)
+		return fmt.Errorf("URL scheme %q is not http(s)", u.Scheme)
 	}
 	return nil
 }

@@ -21,6 +21,9 @@ import (
 	"github.com/vigil-pam/vigil/internal/alert"
 	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/policy"
+	"github.com/vigil-pam/vigil/internal/recording"
+	"github.com/vigil-pam/vigil/internal/report"
+	"github.com/vigil-pam/vigil/internal/retention"
 	"github.com/vigil-pam/vigil/internal/rules"
 	"github.com/vigil-pam/vigil/internal/session"
 	"github.com/vigil-pam/vigil/internal/token"
@@ -44,6 +47,18 @@ type Server struct {
 	// locks and revocation end matching ones).
 	Live  *session.Registry
 	Audit *audit.Log
+	// RecordingKeys decrypt recordings for download; where they cannot
+	// (recordings encrypted to auditors only) downloads answer 409.
+	RecordingKeys *recording.Keys
+	// RecordingsDir is where audit verification re-hashes sealed
+	// recordings; empty skips them.
+	RecordingsDir string
+	// ArchiveDir is where audit archives are written.
+	ArchiveDir string
+	// Retention is the recording retention sweeper and its legal holds.
+	Retention *retention.Sweeper
+	// Reports runs compliance reports (GET /api/v1/reports/{kind}).
+	Reports *report.Reporter
 	// Alerts is the alert store (rule hits, monitor findings).
 	Alerts *alert.Store
 	// Rules is the rules engine; DefaultRulePacks apply to targets that
@@ -77,6 +92,10 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /api/v1/grants", s.admin(s.addGrant))
 	mux.Handle("DELETE /api/v1/grants/{id}", s.admin(s.removeGrant))
 	mux.Handle("GET /api/v1/audit", s.admin(s.searchAudit))
+	mux.Handle("GET /api/v1/audit/verify", s.admin(s.verifyAudit))
+	mux.Handle("GET /api/v1/audit/export", s.admin(s.exportAudit))
+	mux.Handle("POST /api/v1/audit/archive", s.admin(s.archiveAudit))
+	mux.Handle("GET /api/v1/audit/archives", s.admin(s.listArchives))
 	mux.Handle("GET /api/v1/targets", s.admin(s.listTargets))
 	mux.Handle("POST /api/v1/targets", s.admin(s.addTarget))
 	mux.Handle("DELETE /api/v1/targets/{name}", s.admin(s.removeTarget))
@@ -95,6 +114,11 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /api/v1/sessions/{id}/pause", s.admin(s.pauseSession))
 	mux.Handle("POST /api/v1/sessions/{id}/resume", s.admin(s.resumeSession))
 	mux.Handle("POST /api/v1/sessions/{id}/terminate", s.admin(s.terminateSession))
+	mux.Handle("GET /api/v1/reports/{kind}", s.admin(s.report))
+	mux.Handle("GET /api/v1/holds", s.admin(s.listHolds))
+	mux.Handle("POST /api/v1/holds", s.admin(s.addHold))
+	mux.Handle("DELETE /api/v1/holds/{id}", s.admin(s.releaseHold))
+	mux.Handle("POST /api/v1/retention/sweep", s.admin(s.sweepRetention))
 	return jsonFallback(mux)
 }
 

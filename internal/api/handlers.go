@@ -2,11 +2,12 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
-	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/policy"
 	"github.com/vigil-pam/vigil/internal/session"
 	"github.com/vigil-pam/vigil/internal/token"
@@ -281,45 +282,20 @@ func (s *Server) removeGrant(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, g)
 }
 
-func (s *Server) searchAudit(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	aq := audit.Query{Type: q.Get("type"), Actor: q.Get("actor")}
-	if v := q.Get("since"); v != "" {
-		t, err := parseSince(v, s.Now())
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", err.Error())
-			return
-		}
-		aq.Since = t
-	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 10000 {
-			writeError(w, http.StatusBadRequest, "bad_request", "limit must be 1..10000")
-			return
-		}
-		aq.Limit = n
-	}
-	evs, err := s.Audit.Search(r.Context(), aq)
-	if err != nil {
-		s.Log.Error("audit search", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "audit search failed")
-		return
-	}
-	if evs == nil {
-		evs = []audit.Event{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"events": evs})
-}
-
-// parseSince accepts an RFC 3339 time or a duration back from now ("24h").
+// parseSince accepts an RFC 3339 time, a duration back from now ("24h")
+// or a number of days back from now ("7d").
 func parseSince(v string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
 		return now.Add(-d), nil
 	}
+	if n, ok := strings.CutSuffix(v, "d"); ok {
+		if days, err := strconv.Atoi(n); err == nil && days >= 0 && days <= 100000 {
+			return now.AddDate(0, 0, -days), nil
+		}
+	}
 	t, err := time.Parse(time.RFC3339, v)
 	if err != nil {
-		return time.Time{}, errors.New("since must be a duration (24h) or an RFC 3339 time")
+		return time.Time{}, fmt.Errorf("%q must be a duration (24h), a number of days (7d) or an RFC 3339 time", v)
 	}
 	return t, nil
 }

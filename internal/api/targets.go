@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/vigil-pam/vigil/internal/gateway/sshgw"
@@ -188,6 +189,11 @@ func (s *Server) sessionRecording(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "this session has no recording")
 		return
 	}
+	if !sess.DisposedAt.IsZero() {
+		writeError(w, http.StatusGone, "disposed", "the recording was disposed of under the retention policy at "+
+			sess.DisposedAt.UTC().Format(time.RFC3339)+" (see recording.disposed in the audit log)")
+		return
+	}
 	if !s.record(w, r, "recording.view", sess.Target, map[string]any{"session": sess.ID}) {
 		return
 	}
@@ -198,7 +204,15 @@ func (s *Server) sessionRecording(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/x-asciicast")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+sess.ID+`.cast"`)
-	if err := recording.Export(sess.Recording, w); err != nil {
+	err := recording.Export(sess.Recording, s.RecordingKeys, w)
+	if errors.Is(err, recording.ErrNoIdentity) {
+		// Nothing was written: the answer can still be an error.
+		w.Header().Del("Content-Disposition")
+		writeError(w, http.StatusConflict, "cannot_decrypt", "this server cannot decrypt the recording: it is encrypted to the auditors' keys; "+
+			"decrypt "+filepath.Base(sess.Recording)+" offline with `vigil recording decrypt FILE --identity KEYFILE`")
+		return
+	}
+	if err != nil {
 		s.Log.Error("export recording", "session", sess.ID, "err", err)
 	}
 }

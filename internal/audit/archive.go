@@ -327,3 +327,6 @@ func Archives(ctx context.Context, db *store.DB) ([]Archive, error) {
 	}
 	return out, rows.Err()
 }
+
+// Archives lists the log's archives, oldest first.
+func (l *Log) Archives(ctx context.Context) ([]Archive, error) { return Archives(ctx, l.db) }

@@ -194,7 +194,9 @@ func BenchmarkSearch(b *testing.B) {
 			return Query{Target: fmt.Sprintf("target%02d", rng.IntN(50)), Type: "session.start", Since: now.Add(-time.Duration(rng.IntN(30)) * 24 * time.Hour), Limit: 100}
 		}},
 		{"session", func() Query { return Query{Session: fmt.Sprintf("s_%05d", rng.IntN(20000))} }},
-		{"source", func() Query { return Query{Source: fmt.Sprintf("10.%d.%d.%d", rng.IntN(4), rng.IntN(256), rng.IntN(256))} }},
+		{"source", func() Query {
+			return Query{Source: fmt.Sprintf("10.%d.%d.%d", rng.IntN(4), rng.IntN(256), rng.IntN(256))}
+		}},
 		{"text+target+7d", func() Query {
 			return Query{Text: `"drop table"`, Target: fmt.Sprintf("target%02d", rng.IntN(50)), Since: now.Add(-7 * 24 * time.Hour), Limit: 100}
 		}},

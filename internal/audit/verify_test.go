@@ -131,8 +131,8 @@ func TestVerifyDetectsEachTamperKind(t *testing.T) {
 		name   string
 		tamper func(t *testing.T, db *store.DB, dir string)
 		kind   string
-		seq    int64 // the first problem's seq; a checkpoint's when maxSeq is set
-		maxSeq int64 // checkpoints fall where the timer fires: seq..maxSeq
+		seq    int64  // the first problem's seq; a checkpoint's when maxSeq is set
+		maxSeq int64  // checkpoints fall where the timer fires: seq..maxSeq
 		want   string // in the first problem's message
 	}{
 		{name: "untouched"},

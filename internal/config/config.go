@@ -262,6 +262,9 @@ func (c *Config) Validate() error {
 	if _, err := c.RecordingsDir(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.Audit.CheckpointEvery < 0 || c.Audit.CheckpointEvery > time.Minute {
+		errs = append(errs, fmt.Errorf("audit.checkpoint_every %s: want 0 (default 1s) up to 1m", c.Audit.CheckpointEvery))
+	}
 	if c.SSH.IdleTimeout < 0 || c.SSH.Keepalive < 0 || c.SSH.ExpiryWarning < 0 || c.SSH.HandshakeTimeout < 0 {
 		errs = append(errs, errors.New("ssh durations must not be negative"))
 	}

@@ -77,16 +77,63 @@ type Reader struct {
 	gz     *gzip.Reader
 }
 
-// Open opens the recording at path and reads its header.
-func Open(path string) (*Reader, error) {
+// openText opens the stored recording at path and returns its asciicast
+// text (decrypted with keys' identities, decompressed) and the file. An
+// encrypted recording that keys cannot decrypt fails here, wrapping
+// ErrNoIdentity, before any of it is returned. nil keys read only old,
+// unencrypted recordings.
+func openText(path string, keys *Keys) (*gzip.Reader, *os.File, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("recording: open %s: %w", path, err)
+		return nil, nil, fmt.Errorf("recording: open %s: %w", path, err)
 	}
-	gz, err := gzip.NewReader(f)
+	gz, err := openGzip(f, keys)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("recording: %s is not a compressed recording: %w", path, err)
+		return nil, nil, fmt.Errorf("recording: open %s: %w", path, err)
+	}
+	return gz, f, nil
+}
+
+// openGzip tells the format of the stored recording r and returns its
+// compressed stream: the plaintext of a container's frames, or an old
+// gzip recording as it is.
+func openGzip(r io.Reader, keys *Keys) (*gzip.Reader, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	kind, err := sniff(br)
+	if err != nil {
+		return nil, err
+	}
+	var src io.Reader = br
+	if kind == formatContainer {
+		if !keys.CanDecrypt() {
+			return nil, ErrNoIdentity
+		}
+		fr := newFrameReader(br, keys.identities)
+		// The first frame now: a wrong identity or a damaged file is
+		// reported as it is, before anything is read.
+		if err := fr.next(); err == io.EOF {
+			return nil, errors.New("recording: empty recording (no complete frame)")
+		} else if err != nil {
+			return nil, err
+		}
+		src = fr
+	}
+	gz, err := gzip.NewReader(src)
+	if err != nil {
+		return nil, fmt.Errorf("recording: bad compressed stream: %w", err)
+	}
+	return gz, nil
+}
+
+// Open opens the recording at path and reads its header, decrypting with
+// keys' identities. An encrypted recording that keys cannot decrypt gives
+// an error wrapping ErrNoIdentity; old unencrypted recordings (.cast.gz)
+// open with any keys, nil included.
+func Open(path string, keys *Keys) (*Reader, error) {
+	gz, f, err := openText(path, keys)
+	if err != nil {
+		return nil, err
 	}
 	r := &Reader{f: f, gz: gz}
 	if r.decoder, r.Header, err = newDecoder(gz); err != nil {
@@ -103,10 +150,11 @@ func (r *Reader) Close() error {
 }
 
 // ReadEvents passes the header and then the first n events of the
-// recording at path to header and fn. The recording may still be being
-// written: what a Flush put on disk is readable.
-func ReadEvents(path string, n int64, header func(Header) error, fn func(Event) error) error {
-	r, err := Open(path)
+// recording at path to header and fn, decrypting with keys (see Open).
+// The recording may still be being written: what a Flush put on disk is
+// readable.
+func ReadEvents(path string, keys *Keys, n int64, header func(Header) error, fn func(Event) error) error {
+	r, err := Open(path, keys)
 	if err != nil {
 		return err
 	}
@@ -126,17 +174,16 @@ func ReadEvents(path string, n int64, header func(Header) error, fn func(Event) 
 	return nil
 }
 
-// Export writes the recording at path to w as a plain .cast file.
-func Export(path string, w io.Writer) error {
-	f, err := os.Open(path)
+// Export writes the recording at path to w as a plain .cast file,
+// decrypting with keys (see Open). It writes nothing to w unless the
+// recording opens: an error wrapping ErrNoIdentity leaves w untouched. A
+// recording cut short by a crash exports up to its last complete frame.
+func Export(path string, keys *Keys, w io.Writer) error {
+	gz, f, err := openText(path, keys)
 	if err != nil {
-		return fmt.Errorf("recording: open %s: %w", path, err)
+		return err
 	}
 	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		return fmt.Errorf("recording: %s is not a compressed recording: %w", path, err)
-	}
 	defer gz.Close()
 	if _, err := io.Copy(w, gz); err != nil {
 		return fmt.Errorf("recording: export %s: %w", path, err)

@@ -1,16 +1,21 @@
 // Package recording owns session recordings: the asciicast v2 format
 // (header line, then [time, code, data] events), writing one as a session
-// runs (compressed, flushed at least every second, any size in bounded
-// memory), masking input typed while the remote side does not echo, and
-// reading recordings back for playback and export. The SSH gateway uses it
-// now; the PostgreSQL gateway will write its transcripts through it too.
+// runs (compressed, encrypted at rest with age to the configured
+// recipients, flushed at least every second, any size in bounded memory),
+// the keys it is encrypted with (Keys, LoadKeys), masking input typed
+// while the remote side does not echo, and reading recordings back for
+// playback and export where an identity is at hand. The stored format is
+// described in container.go. The SSH gateway uses it now; the PostgreSQL
+// gateway will write its transcripts through it too.
 //
 // It does not decide what a session is or when it ends (package session,
-// the gateways), nor where recordings are listed (the sessions table).
+// the gateways), nor where recordings are listed (the sessions table), nor
+// who may play them (the API).
 package recording
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -26,6 +31,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"filippo.io/age"
 	"github.com/klauspost/compress/gzip"
 )
 
@@ -39,6 +45,10 @@ const (
 
 // FlushInterval is the longest an event waits before it is on disk.
 const FlushInterval = time.Second
+
+// fileExt ends the name of a recording file (DIR/ID.cast.age); old
+// recordings, written before encryption, end in .cast.gz.
+const fileExt = ".cast.age"
 
 // Header is the first line of an asciicast v2 file.
 type Header struct {
@@ -56,7 +66,7 @@ type Summary struct {
 	Path string
 	// Digest is hex SHA-256 of the file's bytes as stored.
 	Digest string
-	// Size is the stored (compressed) size in bytes.
+	// Size is the stored (compressed, encrypted) size in bytes.
 	Size int64
 	// Events counts the events written.
 	Events int64
@@ -67,15 +77,17 @@ type Summary struct {
 // behind, the session waits (SSH flow control), nothing is dropped.
 const queueDepth = 32
 
-// Writer streams one recording to a gzip-compressed .cast.gz file. Events
-// are copied into a bounded queue and encoded, compressed and written by
-// the writer's own goroutine, so a session's relay and its recording use
-// different cores. It is safe for concurrent use. After a failure every
-// call returns it (the caller decides whether the session may go on);
-// OnFail reports it at once.
+// Writer streams one recording to an encrypted container, DIR/ID.cast.age
+// (see Magic). Events are copied into a bounded queue and encoded,
+// compressed, encrypted and written by the writer's own goroutine, so a
+// session's relay and its recording use different cores. It is safe for
+// concurrent use. After a failure every call returns it (the caller
+// decides whether the session may go on); OnFail reports it at once.
 type Writer struct {
 	start time.Time
 	path  string
+	keys  *Keys
+	hdr   Header // as written; neither changes after Create
 	q     chan item
 	done  chan Summary // the encoder's result, once, after q is closed
 	// finished is closed when the file is complete (after Close).
@@ -95,17 +107,21 @@ type Writer struct {
 
 	// Owned by the encoder goroutine.
 	f       *os.File
-	counter *countingWriter
-	fileBuf *bufio.Writer // batches gzip's small writes into few syscalls
-	gz      *gzip.Writer
-	buf     *bufio.Writer
-	line    []byte
-	events  int64
-	dirty   bool
+	counter *countingWriter // the file: what is stored is hashed and counted
+	// frame is the frame being built (length prefix, then the age file)
+	// and enc encrypts into it, gz compresses into enc. enc is nil
+	// between frames; frame and gz are nil while idle (in their pools).
+	frame  *bytes.Buffer
+	enc    io.WriteCloser
+	gz     *gzip.Writer
+	buf    *bufio.Writer
+	line   []byte
+	events int64
+	dirty  bool
 }
 
 // item is one queued event, or a flush request (ack not nil), which may
-// also ask to end the gzip member as an idle interval does (release).
+// also ask to give back the compressor as an idle interval does (release).
 type item struct {
 	t       time.Time
 	code    string
@@ -118,38 +134,90 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return
 
 // gzPool holds compressors between bursts: a compressor's state is about
 // 250 KiB, and an idle session (most of them, most of the time) should not
-// hold one. A recording idle for a flush interval ends its gzip member and
-// returns the compressor; the next event starts a new member. Readers of
-// gzip (gunzip, Go's gzip.Reader) read concatenated members as one stream.
+// hold one. Every frame holds whole gzip members (one ends with each
+// frame); a recording idle for a flush interval also returns its
+// compressor and frame buffer, and the next event takes them again.
+// Readers of gzip read concatenated members as one stream.
 var gzPool = sync.Pool{New: func() any { z, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed); return z }}
 
-// gzSink is the encoder's view of the compressed stream: it takes a
-// compressor from the pool when a burst starts.
+// framePool holds frame buffers between bursts (up to maxSegment and a
+// little more each).
+var framePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// gzSink is the encoder's view of the compressed stream: it opens a frame
+// (and takes a compressor) when events follow a flush.
 type gzSink struct{ w *Writer }
 
 func (s gzSink) Write(p []byte) (int, error) {
-	if s.w.gz == nil {
-		s.w.gz = gzPool.Get().(*gzip.Writer)
-		s.w.gz.Reset(s.w.fileBuf)
+	w := s.w
+	if w.enc == nil {
+		if err := w.openFrame(); err != nil {
+			return 0, err
+		}
 	}
-	return s.w.gz.Write(p)
+	return w.gz.Write(p)
 }
 
-// release ends the current gzip member and returns its compressor.
-func (w *Writer) release() error {
+// openFrame starts a frame: a new age file, its file key wrapped for
+// every recipient (the costly part, once per frame), and a gzip member.
+func (w *Writer) openFrame() error {
+	if w.frame == nil {
+		w.frame = framePool.Get().(*bytes.Buffer)
+	}
+	w.frame.Reset()
+	var length [frameLenSize]byte // filled in by endFrame
+	w.frame.Write(length[:])
+	enc, err := age.Encrypt(w.frame, w.keys.recipients...)
+	if err != nil {
+		return fmt.Errorf("encrypt: %w", err)
+	}
+	w.enc = enc
 	if w.gz == nil {
+		w.gz = gzPool.Get().(*gzip.Writer)
+	}
+	w.gz.Reset(enc)
+	return nil
+}
+
+// endFrame ends the open frame's gzip member and age file and writes the
+// frame to the file with one write, so a crash tears at most this frame.
+func (w *Writer) endFrame() error {
+	if w.enc == nil {
 		return nil
 	}
+	enc := w.enc
+	w.enc = nil
+	if err := w.gz.Close(); err != nil {
+		return err
+	}
+	if err := enc.Close(); err != nil {
+		return fmt.Errorf("encrypt: %w", err)
+	}
+	b := w.frame.Bytes()
+	binary.BigEndian.PutUint32(b, uint32(len(b)-frameLenSize))
+	_, err := w.counter.Write(b)
+	w.frame.Reset()
+	return err
+}
+
+// release writes what is buffered as a frame and returns the compressor
+// and the frame buffer to their pools.
+func (w *Writer) release() error {
 	if err := w.buf.Flush(); err != nil {
 		return err
 	}
-	err := w.gz.Close()
-	gzPool.Put(w.gz)
-	w.gz = nil
-	if err == nil {
-		err = w.fileBuf.Flush()
+	if err := w.endFrame(); err != nil {
+		return err
 	}
-	return err
+	if w.gz != nil {
+		gzPool.Put(w.gz)
+		w.gz = nil
+	}
+	if w.frame != nil {
+		framePool.Put(w.frame)
+		w.frame = nil
+	}
+	return nil
 }
 
 type countingWriter struct {
@@ -165,33 +233,45 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Create starts the recording DIR/ID.cast.gz (mode 0600, which must not
-// exist) and writes its header. start is time zero of the events.
-func Create(dir, id string, hdr Header, start time.Time) (*Writer, error) {
+// Create starts the recording DIR/ID.cast.age (mode 0600, which must not
+// exist), encrypted to keys' recipients, and writes its header. start is
+// time zero of the events. keys must have recipients (nil is an error).
+func Create(dir, id string, hdr Header, start time.Time, keys *Keys) (*Writer, error) {
 	if id == "" || filepath.Base(id) != id {
 		return nil, fmt.Errorf("recording: bad id %q", id)
 	}
-	path := filepath.Join(dir, id+".cast.gz")
+	if !keys.CanEncrypt() {
+		return nil, fmt.Errorf("recording: create %s: no recipients to encrypt to", id)
+	}
+	path := filepath.Join(dir, id+fileExt)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("recording: create %s: %w", path, err)
 	}
 	cw := &countingWriter{w: f, h: sha256.New()}
-	// Modest buffers: an idle session holds them for hours, and the
-	// encoder's own goroutine keeps write syscalls off the relay's path.
-	w := &Writer{start: start, path: path, f: f, counter: cw, fileBuf: bufio.NewWriterSize(cw, 32<<10),
-		carry: map[string][]byte{}, q: make(chan item, queueDepth), done: make(chan Summary, 1),
-		finished: make(chan struct{})}
-	w.buf = bufio.NewWriterSize(gzSink{w}, 16<<10)
 	hdr.Version = 2
 	if hdr.Timestamp == 0 {
 		hdr.Timestamp = start.Unix()
 	}
-	b, _ := json.Marshal(hdr)
-	w.buf.Write(b)
-	w.buf.WriteByte('\n')
-	w.dirty = true
-	if err := w.flush(); err != nil {
+	// A modest line buffer: an idle session holds it for hours, and the
+	// encoder's own goroutine keeps encryption and write syscalls off the
+	// relay's path.
+	w := &Writer{start: start, path: path, keys: keys, hdr: hdr, f: f, counter: cw,
+		carry: map[string][]byte{}, q: make(chan item, queueDepth), done: make(chan Summary, 1),
+		finished: make(chan struct{})}
+	w.buf = bufio.NewWriterSize(gzSink{w}, 16<<10)
+	// The magic, then the header as the first frame: once Create returns,
+	// the file is a readable recording without events.
+	if _, err = cw.Write([]byte(Magic)); err != nil {
+		err = fmt.Errorf("recording: write %s: %w", path, err)
+	} else {
+		b, _ := json.Marshal(hdr)
+		w.buf.Write(b)
+		w.buf.WriteByte('\n')
+		w.dirty = true
+		err = w.flush()
+	}
+	if err != nil {
 		f.Close()
 		os.Remove(path)
 		return nil, err
@@ -231,6 +311,14 @@ func (w *Writer) Err() error {
 
 // Path is the file being written.
 func (w *Writer) Path() string { return w.path }
+
+// Keys returns the keys the recording is encrypted with (whether they can
+// decrypt it decides whether it can be read back here).
+func (w *Writer) Keys() *Keys { return w.keys }
+
+// Header returns the recording's header as written (its Env must not be
+// modified).
+func (w *Writer) Header() Header { return w.hdr }
 
 // encode is the writer's goroutine: it writes queued events, flushes at
 // least every FlushInterval, and finalizes the file when q is closed.
@@ -273,7 +361,8 @@ func (w *Writer) encode() {
 			case w.dirty:
 				err = w.flush()
 			case w.gz != nil:
-				// A whole interval without events: end the member.
+				// A whole interval without events: give back the
+				// compressor and frame buffer.
 				err = w.release()
 			}
 			if err != nil {
@@ -283,9 +372,10 @@ func (w *Writer) encode() {
 	}
 }
 
-// flush pushes buffered events through gzip to the disk.
+// flush pushes buffered events through gzip and age to the disk: the
+// open frame ends and is written, then synced.
 func (w *Writer) flush() error {
-	for _, f := range []func() error{w.buf.Flush, w.gzFlush, w.fileBuf.Flush} {
+	for _, f := range []func() error{w.buf.Flush, w.endFrame} {
 		if err := f(); err != nil {
 			return fmt.Errorf("recording: write %s: %w", w.path, err)
 		}
@@ -295,13 +385,6 @@ func (w *Writer) flush() error {
 	}
 	w.dirty = false
 	return nil
-}
-
-func (w *Writer) gzFlush() error {
-	if w.gz == nil {
-		return nil
-	}
-	return w.gz.Flush()
 }
 
 // Flush waits until every event given so far is on disk (or failed).
@@ -409,6 +492,18 @@ func (w *Writer) writeLine(t time.Time, code string, p []byte) {
 	}
 	w.events++
 	w.dirty = true
+	if w.frame != nil && w.frame.Len() >= maxSegment {
+		// A busy session: end the frame now, after a whole line (so a
+		// crash before the next frame cuts no event in half), and
+		// memory stays bounded.
+		err := w.buf.Flush()
+		if err == nil {
+			err = w.endFrame()
+		}
+		if err != nil {
+			w.fail(fmt.Errorf("recording: write %s: %w", w.path, err))
+		}
+	}
 }
 
 // incompleteTail returns how many bytes at the end of p begin a UTF-8
@@ -436,7 +531,7 @@ func incompleteTail(p []byte) int {
 }
 
 // Close writes what is queued and any held partial character, ends the
-// gzip stream, syncs the file and returns the recording's summary.
+// last frame, syncs the file and returns the recording's summary.
 func (w *Writer) Close(t time.Time) (Summary, error) {
 	w.mu.Lock()
 	if w.closed {
@@ -464,7 +559,7 @@ func (w *Writer) Close(t time.Time) (Summary, error) {
 func (w *Writer) finish() Summary {
 	err := w.Err()
 	if err == nil {
-		for _, f := range []func() error{w.release, w.fileBuf.Flush, w.f.Sync} {
+		for _, f := range []func() error{w.release, w.f.Sync} {
 			if err = f(); err != nil {
 				break
 			}

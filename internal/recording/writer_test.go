@@ -14,11 +14,24 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"filippo.io/age"
 )
 
-func readAll(t *testing.T, path string) (Header, []Event) {
+// testKeys returns keys with a fresh identity that encrypt to it and can
+// decrypt.
+func testKeys(t testing.TB) *Keys {
 	t.Helper()
-	r, err := Open(path)
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewKeys([]age.Recipient{id.Recipient()}, []age.Identity{id})
+}
+
+func readAll(t *testing.T, path string, keys *Keys) (Header, []Event) {
+	t.Helper()
+	r, err := Open(path, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +52,8 @@ func readAll(t *testing.T, path string) (Header, []Event) {
 func TestWriterRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	start := time.Unix(1700000000, 0)
-	w, err := Create(dir, "s1", Header{Width: 80, Height: 24, Title: "alice@web1"}, start)
+	keys := testKeys(t)
+	w, err := Create(dir, "s1", Header{Width: 80, Height: 24, Title: "alice@web1"}, start, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +70,7 @@ func TestWriterRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Create(dir, "s1", Header{}, start); err == nil {
+	if _, err := Create(dir, "s1", Header{}, start, keys); err == nil {
 		t.Fatal("a second recording with the same id was created")
 	}
 	fi, _ := os.Stat(sum.Path)
@@ -67,7 +81,7 @@ func TestWriterRoundTrip(t *testing.T) {
 	if h := sha256.Sum256(b); hex.EncodeToString(h[:]) != sum.Digest {
 		t.Fatal("digest does not match the file")
 	}
-	hdr, evs := readAll(t, sum.Path)
+	hdr, evs := readAll(t, sum.Path, keys)
 	if hdr.Version != 2 || hdr.Width != 80 || hdr.Timestamp != start.Unix() || hdr.Title != "alice@web1" {
 		t.Fatalf("header %+v", hdr)
 	}
@@ -89,7 +103,7 @@ func TestWriterRoundTrip(t *testing.T) {
 		}
 	}
 	var plain bytes.Buffer
-	if err := Export(sum.Path, &plain); err != nil || !strings.HasPrefix(plain.String(), `{"version":2,`) {
+	if err := Export(sum.Path, keys, &plain); err != nil || !strings.HasPrefix(plain.String(), `{"version":2,`) {
 		t.Fatalf("export: %v %q", err, plain.String()[:20])
 	}
 	var out bytes.Buffer
@@ -104,7 +118,8 @@ func TestWriterRoundTrip(t *testing.T) {
 // TestWriterCrashLeavesReadablePrefix: what was flushed before a crash
 // (no Close) reads back, ending with the last flushed event.
 func TestWriterCrashLeavesReadablePrefix(t *testing.T) {
-	w, err := Create(t.TempDir(), "s2", Header{Width: 80, Height: 24}, time.Now())
+	keys := testKeys(t)
+	w, err := Create(t.TempDir(), "s2", Header{Width: 80, Height: 24}, time.Now(), keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +127,7 @@ func TestWriterCrashLeavesReadablePrefix(t *testing.T) {
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Open(w.Path())
+	r, err := Open(w.Path(), keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,13 +141,14 @@ func TestWriterCrashLeavesReadablePrefix(t *testing.T) {
 
 // TestWriterFailure: once the disk fails, every call reports it.
 func TestWriterFailure(t *testing.T) {
-	w, err := Create(t.TempDir(), "s3", Header{}, time.Now())
+	keys := testKeys(t)
+	w, err := Create(t.TempDir(), "s3", Header{}, time.Now(), keys)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.f.Close() // the disk goes away under the writer
-	// Incompressible output reaches the file at once; compressible output
-	// would be caught by the next flush, at most FlushInterval later.
+	// Output reaches the file when its frame ends: at this flush, or at
+	// the next periodic one, at most FlushInterval later.
 	noise := make([]byte, 256<<10)
 	rand.Read(noise)
 	w.Output(time.Now(), noise)
@@ -148,7 +164,7 @@ func TestWriterFailure(t *testing.T) {
 	if _, err := w.Close(time.Now()); err == nil {
 		t.Fatal("Close after a failure returned nil")
 	}
-	if _, err := Create("/nonexistent/dir", "s4", Header{}, time.Now()); err == nil {
+	if _, err := Create("/nonexistent/dir", "s4", Header{}, time.Now(), keys); err == nil {
 		t.Fatal("Create in a missing directory succeeded")
 	}
 }
@@ -156,7 +172,7 @@ func TestWriterFailure(t *testing.T) {
 // TestWriterBoundedMemory: recording is streamed; 64 MiB of output does
 // not grow the heap by anything like its size.
 func TestWriterBoundedMemory(t *testing.T) {
-	w, err := Create(t.TempDir(), "big", Header{}, time.Now())
+	w, err := Create(t.TempDir(), "big", Header{}, time.Now(), testKeys(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +201,7 @@ func BenchmarkWriterOutput(b *testing.B) {
 	raw := make([]byte, 24<<10)
 	rand.Read(raw)
 	chunk := []byte(base64.StdEncoding.EncodeToString(raw))
-	w, err := Create(b.TempDir(), "bench", Header{}, time.Now())
+	w, err := Create(b.TempDir(), "bench", Header{}, time.Now(), testKeys(b))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -198,11 +214,40 @@ func BenchmarkWriterOutput(b *testing.B) {
 	w.Close(time.Now())
 }
 
-// TestWriterIdleMembers: an idle recording ends its gzip member and gives
-// back its compressor; the file, several members long, reads as one.
+// BenchmarkFrame measures what one frame costs beyond its data: a new age
+// file (its key wrapped for each recipient) and a gzip member, for a
+// small burst as an interactive session writes between flushes.
+func BenchmarkFrame(b *testing.B) {
+	for _, n := range []int{1, 3} {
+		b.Run(fmt.Sprintf("recipients=%d", n), func(b *testing.B) {
+			var rs []age.Recipient
+			for range n {
+				id, _ := age.GenerateX25519Identity()
+				rs = append(rs, id.Recipient())
+			}
+			w := &Writer{keys: NewKeys(rs, nil), counter: &countingWriter{w: io.Discard, h: sha256.New()}}
+			line := []byte("[1.000000, \"o\", \"$ ls -l\\r\\n\"]\n")
+			var stored int64
+			for b.Loop() {
+				if _, err := (gzSink{w}).Write(line); err != nil {
+					b.Fatal(err)
+				}
+				if err := w.endFrame(); err != nil {
+					b.Fatal(err)
+				}
+				stored = w.counter.n
+			}
+			b.ReportMetric(float64(stored)/float64(b.N), "stored-B/frame")
+		})
+	}
+}
+
+// TestWriterIdleMembers: an idle recording ends its frame and gives back
+// its compressor; the file, several frames long, reads as one.
 func TestWriterIdleMembers(t *testing.T) {
 	start := time.Now()
-	w, err := Create(t.TempDir(), "members", Header{}, start)
+	keys := testKeys(t)
+	w, err := Create(t.TempDir(), "members", Header{}, start, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,11 +261,11 @@ func TestWriterIdleMembers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := os.ReadFile(sum.Path)
-	if n := bytes.Count(b, []byte{0x1f, 0x8b, 0x08}); n < 3 {
-		t.Fatalf("got %d gzip members, want at least 3", n)
+	// The header's frame, then one per burst.
+	if n := len(frames(t, sum.Path)); n != 4 {
+		t.Fatalf("got %d frames, want 4", n)
 	}
-	_, evs := readAll(t, sum.Path)
+	_, evs := readAll(t, sum.Path, keys)
 	if len(evs) != 3 || evs[2].Data != "burst 2\r\n" {
 		t.Fatalf("events across members: %+v", evs)
 	}

@@ -41,6 +41,12 @@ type Recorder interface {
 	Flush() error
 	// Path is the recording file.
 	Path() string
+	// Keys are the keys the recording is encrypted with: catch-up reads
+	// the file back only where they can decrypt it.
+	Keys() *recording.Keys
+	// Header is the recording's header, sent to a watcher whose catch-up
+	// cannot read the file.
+	Header() recording.Header
 }
 
 // Status is the live state of a session.
@@ -258,17 +264,43 @@ func (l *Live) Watch(buffer int) (*Watcher, error) {
 	return w, nil
 }
 
+// encryptedCatchUp is the marker a watcher gets instead of the session's
+// beginning when this server cannot decrypt recordings.
+const encryptedCatchUp = "vigil: the output before this point is encrypted for the auditors and cannot be shown here; live output follows"
+
 // CatchUp passes the recording's header to header and the session's
 // events before w.From, read from the recording, to fn as event lines.
+// Where the recording's keys cannot decrypt it (recordings encrypted to
+// auditors only), it passes the header as written and one marker event
+// saying so instead: the watcher sees the session from now on.
 func (w *Watcher) CatchUp(header func(recording.Header) error, fn func(line []byte) error) error {
 	if err := w.l.rec.Flush(); err != nil {
 		return err
 	}
-	var line []byte
-	return recording.ReadEvents(w.l.rec.Path(), w.From, header, func(ev recording.Event) error {
-		line = recording.AppendEvent(line[:0], ev.Time, ev.Code, []byte(ev.Data))
-		return fn(line)
-	})
+	if keys := w.l.rec.Keys(); keys.CanDecrypt() {
+		sent := false
+		var line []byte
+		err := recording.ReadEvents(w.l.rec.Path(), keys, w.From, func(h recording.Header) error {
+			sent = true
+			return header(h)
+		}, func(ev recording.Event) error {
+			line = recording.AppendEvent(line[:0], ev.Time, ev.Code, []byte(ev.Data))
+			return fn(line)
+		})
+		// An identity that matches none of the recipients is as good as
+		// none: the same marker.
+		if !errors.Is(err, recording.ErrNoIdentity) || sent {
+			return err
+		}
+	}
+	if err := header(w.l.rec.Header()); err != nil {
+		return err
+	}
+	t := 0.0
+	if !w.l.Info.StartedAt.IsZero() {
+		t = max(w.l.now().Sub(w.l.Info.StartedAt).Seconds(), 0)
+	}
+	return fn(recording.AppendEvent(nil, t, recording.CodeMarker, []byte(encryptedCatchUp)))
 }
 
 // Reason says why C was closed.

@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"filippo.io/age"
 
 	"github.com/vigil-pam/vigil/internal/recording"
 )
@@ -28,9 +31,20 @@ func (c *ctlLog) Paused(by, reason string)    { c.add("paused " + by + ": " + re
 func (c *ctlLog) Resumed(by string)           { c.add("resumed " + by) }
 func (c *ctlLog) Terminate(by, reason string) { c.add("terminate " + by + ": " + reason) }
 
+// newLive registers a session recorded with keys that can decrypt it.
 func newLive(t *testing.T) (*Registry, *Live, *recording.Writer, *ctlLog) {
 	t.Helper()
-	w, err := recording.Create(t.TempDir(), "s_test", recording.Header{Width: 80, Height: 24}, time.Now())
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newLiveWithKeys(t, recording.NewKeys([]age.Recipient{id.Recipient()}, []age.Identity{id}))
+}
+
+// newLiveWithKeys registers a session recorded with keys.
+func newLiveWithKeys(t *testing.T, keys *recording.Keys) (*Registry, *Live, *recording.Writer, *ctlLog) {
+	t.Helper()
+	w, err := recording.Create(t.TempDir(), "s_test", recording.Header{Width: 80, Height: 24}, time.Now(), keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +168,56 @@ func TestWatcherCatchUpThenLive(t *testing.T) {
 	}
 	if _, err := l.Watch(1); !errors.Is(err, ErrNotLive) {
 		t.Fatalf("watch an ended session: got %v, want ErrNotLive", err)
+	}
+}
+
+// TestWatcherCatchUpEncrypted: where the server cannot decrypt the
+// recording (auditors' keys only, or an identity of none of them), the
+// watcher gets the header, a marker saying why the beginning is missing,
+// and the live events; never an error, never the earlier output.
+func TestWatcherCatchUpEncrypted(t *testing.T) {
+	auditor, _ := age.GenerateX25519Identity()
+	stranger, _ := age.GenerateX25519Identity()
+	tests := []struct {
+		name string
+		keys *recording.Keys
+	}{
+		{"recipients only", recording.NewKeys([]age.Recipient{auditor.Recipient()}, nil)},
+		{"identity of no recipient", recording.NewKeys([]age.Recipient{auditor.Recipient()}, []age.Identity{stranger})},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, l, w, _ := newLiveWithKeys(t, tc.keys)
+			w.Output(time.Now(), []byte("secret before\n"))
+			wt, err := l.Watch(10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var hdr recording.Header
+			var got []string
+			err = wt.CatchUp(func(h recording.Header) error { hdr = h; return nil }, func(line []byte) error {
+				got = append(got, eventData(t, line))
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("catch-up: got %v, want nil", err)
+			}
+			if hdr.Version != 2 || hdr.Width != 80 {
+				t.Fatalf("got header %+v, want the recording's", hdr)
+			}
+			if len(got) != 1 || !strings.Contains(got[0], "encrypted for the auditors") {
+				t.Fatalf("got catch-up %q, want one marker", got)
+			}
+			w.Output(time.Now(), []byte("live after\n"))
+			r.Remove(l, "bye")
+			var live []string
+			for line := range wt.C {
+				live = append(live, eventData(t, line))
+			}
+			if len(live) != 1 || live[0] != "live after\n" {
+				t.Fatalf("got live events %q, want the one after the watch began", live)
+			}
+		})
 	}
 }
 

@@ -49,6 +49,9 @@ type Session struct {
 	Digest    string `json:"digest,omitempty"`
 	// Commands lists exec commands and file operations, in order.
 	Commands []string `json:"commands,omitempty"`
+	// DisposedAt is when retention deleted the recording (package
+	// retention); zero while it is kept.
+	DisposedAt time.Time `json:"disposed_at,omitzero"`
 }
 
 // ErrNotFound is returned for an unknown session.
@@ -116,18 +119,18 @@ func (st *Store) MarkInterrupted(ctx context.Context, now time.Time) ([]string, 
 }
 
 const columns = `id, kind, subject, jti, target, login, source, started_at, ended_at, state, end_reason, exit_status,
-	bytes_up, bytes_down, recording, digest, commands`
+	bytes_up, bytes_down, recording, digest, commands, disposed_at`
 
 func scan(row interface{ Scan(...any) error }) (Session, error) {
 	var s Session
-	var started, ended int64
+	var started, ended, disposed int64
 	var cmds string
 	err := row.Scan(&s.ID, &s.Kind, &s.User, &s.JTI, &s.Target, &s.Login, &s.Source, &started, &ended, &s.State,
-		&s.EndReason, &s.ExitStatus, &s.BytesUp, &s.BytesDown, &s.Recording, &s.Digest, &cmds)
+		&s.EndReason, &s.ExitStatus, &s.BytesUp, &s.BytesDown, &s.Recording, &s.Digest, &cmds, &disposed)
 	if err != nil {
 		return s, err
 	}
-	s.StartedAt, s.EndedAt = store.Time(started), store.Time(ended)
+	s.StartedAt, s.EndedAt, s.DisposedAt = store.Time(started), store.Time(ended), store.Time(disposed)
 	json.Unmarshal([]byte(cmds), &s.Commands)
 	return s, nil
 }

@@ -79,6 +79,11 @@ func openSQLite(ctx context.Context, rawURL, path string) (*DB, error) {
 		"journal_mode(WAL)",
 		"synchronous(FULL)",
 		"foreign_keys(1)",
+		// Reads of a large audit log (verification, search) go through
+		// the page cache or a memory map instead of a read syscall per
+		// page.
+		"cache_size(-16384)",
+		"mmap_size(1073741824)",
 		fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()),
 	} {
 		q.Add("_pragma", p)

@@ -1,6 +1,7 @@
 package sshgw
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -73,7 +74,17 @@ type channel struct {
 	lineChunks int // input chunks of the line being typed
 	// outLines splits output for output rules (guarded by mu).
 	outLines rules.OutputLines
+	// tail is what the target printed since its last newline (at most
+	// tailMax bytes, guarded by mu): the prompt a line is typed at.
+	tail []byte
+	// prompt is tail when the line being typed started, and lineOpen
+	// whether one has (guarded by inMu).
+	prompt   string
+	lineOpen bool
 }
+
+// tailMax bounds channel.tail.
+const tailMax = 256
 
 func (c *conn) handleSession(nc ssh.NewChannel) {
 	up, upReqs, err := c.upstream.OpenChannel("session", nil)
@@ -246,11 +257,32 @@ func (ch *channel) recordOutput(p []byte) bool {
 	}
 	if ch.keys != nil {
 		ch.keys.Output(p)
+		ch.keepTail(p)
 	}
 	if c.rules.Has(rules.KindOutput) && ch.kind != kindSCP {
 		ch.outputRules(p)
 	}
 	return c.recorded(c.rec.Output(c.s.cfg.Now(), p))
+}
+
+// keepTail keeps what the target printed since its last newline, the
+// prompt the next line is typed at. Called under ch.mu.
+func (ch *channel) keepTail(p []byte) {
+	if i := bytes.LastIndexByte(p, '\n'); i >= 0 {
+		ch.tail = ch.tail[:0]
+		p = p[i+1:]
+	}
+	ch.tail = append(ch.tail, p...)
+	if over := len(ch.tail) - tailMax; over > 0 {
+		ch.tail = append(ch.tail[:0], ch.tail[over:]...)
+	}
+}
+
+// promptNow returns the output since the last newline.
+func (ch *channel) promptNow() string {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return string(ch.tail)
 }
 
 // input taps what the client sends. While the session is paused, what a
@@ -275,9 +307,11 @@ func (ch *channel) input(p []byte) ([]byte, bool) {
 		held, ch.held = ch.held, nil
 	}
 	more := true
-	if c.rules.Has(rules.KindCommand) && ch.mode().commandLines() {
-		// more is false when a rule ends the session: p is then what
-		// passed the rules before the line that ended it.
+	if ch.mode().commandLines() {
+		// Every command line is audited (and searchable) before its
+		// Enter reaches the target; more is false when a rule ends the
+		// session or the command cannot be audited: p is then what
+		// passed before the line that ended it.
 		p, more = ch.commandRules(p)
 	}
 	if held != nil {

@@ -122,7 +122,7 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	// Nothing reaches the target unless the session is recorded and its
 	// start is on record.
 	rec, err := recording.Create(c.s.cfg.RecordingsDir, c.sess.ID, recording.Header{Width: 80, Height: 24,
-		Title: fmt.Sprintf("%s: %s@%s", c.sess.User, c.info.login, t.Name)}, now)
+		Title: fmt.Sprintf("%s: %s@%s", c.sess.User, c.info.login, t.Name)}, now, c.s.cfg.RecordingKeys)
 	if err != nil {
 		c.audit("recording.failed", map[string]any{"phase": "open", "error": err.Error()})
 		c.refuse(chans, "the session cannot be recorded, so it is refused", err)
@@ -142,7 +142,7 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		c.end()
 		return
 	}
-	if err := c.audit("session.start", map[string]any{"kind": "ssh", "login": c.info.login, "jti": c.info.id.Claims.ID,
+	if err := c.audit("session.start", map[string]any{"kind": "ssh", "login": c.info.login, "jti": c.info.id.Claims.ID, "roles": c.info.id.Roles,
 		"addr": t.Addr, "recording": rec.Path(), "client": string(c.sc.ClientVersion())}); err != nil {
 		c.refuse(chans, "the session cannot be audited, so it is refused", err)
 		c.end()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/vigil-pam/vigil/internal/alert"
@@ -124,8 +125,9 @@ func (c *conn) markRule(h rules.Hit, what, text string) {
 	}
 }
 
-// commandRules reconstructs the command lines typed at a terminal and
-// applies the command rules at each Enter. It returns what may be
+// commandRules reconstructs the command lines typed into a shell and, at
+// each Enter, records the line as a session.command audit event (the
+// full-text search finds it) and applies the command rules. It returns what may be
 // forwarded of p and false if the session must stop. It runs on the input
 // pump under ch.inMu.
 //
@@ -143,27 +145,44 @@ func (ch *channel) commandRules(p []byte) ([]byte, bool) {
 	for off := 0; off < len(p); {
 		// p[:lineStart] holds whole lines the rules let through.
 		lineStart := off
+		if !ch.lineOpen {
+			ch.prompt, ch.lineOpen = ch.promptNow(), true
+		}
 		n, line, submitted := ch.editor.Feed(p[off:])
 		off += n
 		if !submitted || n <= 0 {
 			break
 		}
-		chunks := ch.lineChunks
-		ch.lineChunks = 0
+		chunks, prompt := ch.lineChunks, ch.prompt
+		ch.lineChunks, ch.lineOpen = 0, false
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		shown := line
+		switch {
+		case ch.typedUnechoed(line, chunks):
+			// Typed key by key and never echoed: a password prompt,
+			// not a command. Rules still act; the text is not
+			// repeated in the audit log and alerts.
+			shown = fmt.Sprintf("[input typed without echo: %d characters]", len(line))
+		case secretPrompt(prompt):
+			// Typed (or pasted) at a password prompt, before any echo
+			// could tell: kept out of the audit log the same way.
+			shown = fmt.Sprintf("[input at a password prompt: %d characters]", len(line))
+		}
+		if ch.editor.Uncertain() {
+			shown += " (reconstructed: may differ from what the shell ran)"
+		}
+		// The command is on record before its Enter is sent; if it
+		// cannot be, nothing more is (fail closed).
+		if err := c.audit("session.command", map[string]any{"command": shown}); err != nil {
+			go c.terminate(&Ended{Reason: "the session's commands cannot be audited, so it is ended"})
+			return p[:lineStart], false
+		}
 		hits := c.rules.Match(rules.KindCommand, line)
 		top, ok := rules.Strongest(hits)
 		if !ok {
 			continue
-		}
-		shown := line
-		if ch.typedUnechoed(line, chunks) {
-			// Typed key by key and never echoed: a password prompt,
-			// not a command. The rule still acts; the text is not
-			// repeated in the audit log and alerts.
-			shown = fmt.Sprintf("[input typed without echo: %d characters]", len(line))
-		}
-		if ch.editor.Uncertain() {
-			shown += " (reconstructed: may differ from what the shell ran)"
 		}
 		c.reportHits(rules.KindCommand, shown, hits, top.Rule.Action)
 		enter := off - 1
@@ -192,6 +211,30 @@ func (ch *channel) commandRules(p []byte) ([]byte, bool) {
 	}
 	return p, true
 }
+
+// secretPromptRE matches a prompt for a secret: a keyword, then at most a
+// few words, then ':', '?' or '>' at the end.
+var secretPromptRE = regexp.MustCompile(`(?i)(password|passphrase|passcode|passwort|secret|\bpin\b|token|\botp\b|one-time|verification code)[^\n]{0,40}[:?>]\s*$`)
+
+// secretPrompt reports whether prompt, the output a line was typed
+// after, asks for a secret (sudo, su, ssh, mysql -p, read -s -p …).
+func secretPrompt(prompt string) bool {
+	if prompt == "" {
+		return false
+	}
+	prompt = ansiRE.ReplaceAllString(prompt, "")
+	prompt = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, prompt)
+	return secretPromptRE.MatchString(prompt)
+}
+
+// ansiRE matches terminal escape sequences (CSI, OSC, and two-byte
+// escapes) that colour or move a prompt.
+var ansiRE = regexp.MustCompile(`\x1b\[[0-9;?<=>]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]`)
 
 // typedUnechoed reports whether line looks like a secret: typed over
 // several chunks (not pasted) with none of its characters echoed back.

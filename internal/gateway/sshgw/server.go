@@ -28,6 +28,7 @@ import (
 
 	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/policy"
+	"github.com/vigil-pam/vigil/internal/recording"
 	"github.com/vigil-pam/vigil/internal/rules"
 	"github.com/vigil-pam/vigil/internal/session"
 	"github.com/vigil-pam/vigil/internal/token"
@@ -87,6 +88,9 @@ type Config struct {
 	Audit audit.Sink
 	// RecordingsDir is where recordings are written.
 	RecordingsDir string
+	// RecordingKeys are the age recipients recordings are encrypted to
+	// (and the identities that read them back for live catch-up).
+	RecordingKeys *recording.Keys
 	Log           *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -121,6 +125,9 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	if cfg.HostKey == nil || cfg.Verifier == nil || cfg.Vault == nil || cfg.Sessions == nil || cfg.Audit == nil || cfg.Log == nil || cfg.RecordingsDir == "" {
 		return nil, errors.New("sshgw: incomplete configuration")
+	}
+	if !cfg.RecordingKeys.CanEncrypt() {
+		return nil, errors.New("sshgw: incomplete configuration: no recording keys to encrypt to")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
