@@ -20,7 +20,7 @@ build:
 ## bench: benchmarks, reported against their baselines
 bench:
 	./bench/verify.sh
-	$(GO) test ./internal/audit/ -run '^$$' -bench Append -benchtime 20000x
+	./bench/audit.sh
 
 ## lint: gofmt and go vet must be clean
 lint:
@@ -28,9 +28,12 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-## fuzz: fuzz token parsing for FUZZTIME (default 60s)
+## fuzz: fuzz token parsing, audit hashing, CEF and the recording container, FUZZTIME each (default 60s)
 fuzz:
 	$(GO) test ./internal/token/ -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/audit/ -run '^$$' -fuzz FuzzCanonical -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/siem/ -run '^$$' -fuzz FuzzCEF -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/recording/ -run '^$$' -fuzz FuzzFrameReader -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin
