@@ -45,7 +45,7 @@ func (f *auditFilters) values() url.Values {
 
 func newAuditCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "Search, verify and export the audit trail"}
-	cmd.AddCommand(newAuditSearchCmd(), newAuditVerifyCmd(), newAuditExportCmd(), newAuditArchiveCmd(), newAuditArchivesCmd(), newAuditVerifyArchiveCmd())
+	cmd.AddCommand(newAuditSearchCmd(), newAuditVerifyCmd(), newAuditExportCmd(), newAuditArchiveCmd(), newAuditArchivesCmd(), newAuditVerifyArchiveCmd(), newAuditKeysCmd())
 	return cmd
 }
 
@@ -132,6 +132,9 @@ is broken. -o json prints the whole report.`,
 		if err != nil {
 			return err
 		}
+		// No client timeout: verification re-hashes every recording
+		// and may take minutes on a large log.
+		c.http = &http.Client{}
 		var raw json.RawMessage
 		if err := c.call(cmd.Context(), "GET", "/api/v1/audit/verify", nil, &raw); err != nil {
 			return err
@@ -211,8 +214,9 @@ func (nopCloser) Close() error { return nil }
 func newAuditArchiveCmd() *cobra.Command {
 	var before string
 	var through int64
+	var force bool
 	cmd := &cobra.Command{
-		Use:   "archive --before D [--through SEQ]",
+		Use:   "archive --before D [--through SEQ] [--force]",
 		Short: "Move old audit events to a sealed archive file and prune them",
 		Long: `Move the events older than --before (a duration or days back from now,
 "365d", or an RFC 3339 time), and at most through --through, into an
@@ -224,20 +228,23 @@ checkpoint over its last event signed by the audit key; the database keeps
 the archive's SHA-256 and boundary, so vigil audit verify still checks the
 log from the boundary on. Copy archives to write-once storage; check one
 anywhere with vigil audit verify-archive FILE. Only an intact chain is
-archived: a broken one is refused.`,
+archived: a broken one is refused. Events a SIEM sink (audit.forward) has
+not received yet are not pruned unless --force is given.`,
 		Args: cobra.NoArgs,
 	}
 	out := outputFlag(cmd)
 	cmd.Flags().StringVar(&before, "before", "", "archive events older than this (required): 365d, 8760h or an RFC 3339 time")
 	cmd.Flags().Int64Var(&through, "through", 0, "archive at most up to this event seq")
+	cmd.Flags().BoolVar(&force, "force", false, "archive even events a SIEM sink has not received yet")
 	cmd.MarkFlagRequired("before")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		c, err := newClient()
 		if err != nil {
 			return err
 		}
+		c.http = &http.Client{} // archiving a large range takes a while
 		var raw json.RawMessage
-		if err := c.call(cmd.Context(), "POST", "/api/v1/audit/archive", map[string]any{"before": before, "through": through}, &raw); err != nil {
+		if err := c.call(cmd.Context(), "POST", "/api/v1/audit/archive", map[string]any{"before": before, "through": through, "force": force}, &raw); err != nil {
 			return err
 		}
 		if *out == "json" {
@@ -278,8 +285,9 @@ func newAuditVerifyArchiveCmd() *cobra.Command {
 chain from first to last event and the closing checkpoint's signature.
 Prints the archive's SHA-256 to compare with the digest the server recorded
 (vigil audit archives, or the audit.archive event) and the audit key ID.
---key pins the audit public key (base64, from the server's audit_keys)
-instead of trusting the key named in the file. Exits non-zero if anything
+--key pins the audit public key (base64, from vigil audit keys on the
+server); without it the key named in the file is only reported, so compare
+its ID with vigil audit keys. Exits non-zero if anything
 is wrong.`,
 		Args: cobra.ExactArgs(1),
 	}
@@ -372,6 +380,27 @@ For continuous delivery to a collector, configure audit.forward instead
 			return fmt.Errorf("export cut short after %d bytes: %w", n, err)
 		}
 		return nil
+	}
+	return cmd
+}
+
+func newAuditKeysCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "List the audit public keys that sign checkpoints (to pin offline)", Args: cobra.NoArgs}
+	out := outputFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return list(cmd, *out, "/api/v1/audit/keys", func(resp struct {
+			Keys []struct {
+				KID       string `json:"kid"`
+				Alg       string `json:"alg"`
+				PublicKey string `json:"public_key"`
+			}
+		}) ([]string, [][]string) {
+			var rows [][]string
+			for _, k := range resp.Keys {
+				rows = append(rows, []string{k.KID, k.Alg, k.PublicKey})
+			}
+			return []string{"KID", "ALG", "PUBLIC KEY"}, rows
+		})
 	}
 	return cmd
 }

@@ -31,6 +31,14 @@ func TestAuditTrailEndToEnd(t *testing.T) {
 	term.send("hunter2-topsecret\r")
 	term.send("echo len=$((${#PW}+1000))\r")
 	term.waitFor("len=1017")
+	// A prompt abandoned with ^C does not hide the next command.
+	term.send("read -r -p 'Second pass''word: ' PW\r")
+	term.waitFor("Second password: ")
+	term.send("\x03")
+	term.waitFor("^C")
+	term.send("echo after-cancel-$((1+1))\r")
+	term.waitFor("after-cancel-2")
+	term.send("export API_TOKEN=tok-$((2*3))-secret\r")
 	term.send("exit\r")
 	term.wait()
 	id := f.lastSession(t)
@@ -47,8 +55,14 @@ func TestAuditTrailEndToEnd(t *testing.T) {
 	if strings.Contains(all, "hunter2") {
 		t.Fatalf("a secret typed at a password prompt is in the audit log:\n%s", all)
 	}
-	if !strings.Contains(all, "[input at a password prompt: 17 characters]") {
+	if !strings.Contains(all, "[input at a password prompt]") {
 		t.Errorf("the password line is not recorded as masked input:\n%s", all)
+	}
+	if !strings.Contains(all, "echo after-cancel-$((1+1))") {
+		t.Errorf("the command after an abandoned password prompt is not recorded:\n%s", all)
+	}
+	if strings.Contains(all, "tok-$((2*3))-secret") || !strings.Contains(all, "export API_TOKEN=***") {
+		t.Errorf("an inline secret is in the audit log, or its redaction is missing:\n%s", all)
 	}
 	s.mustFail("", "unbalanced quote", "audit", "search", "-q", `"drop table`)
 	s.mustFail("", "until", "audit", "search", "--since", "1h", "--until", "2h")

@@ -51,6 +51,7 @@ readable).`,
 		newSessionsCmd(), newPlayCmd(), newRecordingCmd(), newSSHCmd(), newLockCmd(), newRulesCmd(), newAlertsCmd())
 	root.AddCommand(newHoldCmd(), newRetentionCmd())
 	root.AddCommand(newReportCmd())
+	root.AddCommand(newBreakGlassCmd())
 	return root
 }
 

@@ -78,6 +78,11 @@ func decryptRecording(path string, keys *recording.Keys, out string, stdout io.W
 	var w io.Writer = stdout
 	var f *os.File
 	if out != "-" {
+		if in, err1 := os.Stat(path); err1 == nil {
+			if o, err2 := os.Stat(out); err2 == nil && os.SameFile(in, o) {
+				return fmt.Errorf("decrypt: -o %s is the recording itself", out)
+			}
+		}
 		var err error
 		if f, err = os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600); err != nil {
 			return fmt.Errorf("decrypt: %w", err)

@@ -25,6 +25,7 @@ import (
 	"github.com/vigil-pam/vigil/internal/alert"
 	"github.com/vigil-pam/vigil/internal/api"
 	"github.com/vigil-pam/vigil/internal/audit"
+	"github.com/vigil-pam/vigil/internal/breakglass"
 	"github.com/vigil-pam/vigil/internal/config"
 	"github.com/vigil-pam/vigil/internal/gateway/sshgw"
 	"github.com/vigil-pam/vigil/internal/masterkey"
@@ -184,10 +185,14 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	if err != nil {
 		return err
 	}
+	auditKeys, err := audit.TrustedKeys(ctx, db, mk)
+	if err != nil {
+		return err
+	}
 	defer auditLog.Close()
 	if auditKeyCreated {
 		if err := auditLog.Append(ctx, audit.Event{Type: "audit.key_create", Actor: "vigil", Target: auditKey.KID,
-			Data: map[string]any{"kid": auditKey.KID, "alg": "Ed25519"}}); err != nil {
+			Data: map[string]any{"kid": auditKey.KID, "alg": "Ed25519", "public_key": base64.StdEncoding.EncodeToString(auditKey.Public())}}); err != nil {
 			return err
 		}
 	}
@@ -306,7 +311,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		return err
 	}
 	gw, err := sshgw.New(sshgw.Config{HostKey: hostKey, Verifier: verifier, Vault: vlt, Grants: grants, Locks: locks, Sessions: sessions, Live: live,
-		Rules: ruleEngine, DefaultRulePacks: cfg.Rules.Packs, Alerts: alerts,
+		Rules: ruleEngine, DefaultRulePacks: cfg.Rules.Packs, Alerts: gatewayAlerts{Store: alerts, enforceOnBreakGlass: cfg.BreakGlass.Rules == config.BreakGlassEnforce},
 		Audit: auditLog, RecordingsDir: recDir, RecordingKeys: recKeys, Log: log, HandshakeTimeout: cfg.SSH.HandshakeTimeout,
 		IdleTimeout: cfg.SSH.IdleTimeout, Keepalive: cfg.SSH.Keepalive,
 		ExpiryWarning: cfg.SSH.ExpiryWarning, EnvAllow: cfg.SSH.EnvAllow, Ciphers: cfg.SSH.Ciphers})
@@ -314,7 +319,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		return err
 	}
 	srv := &api.Server{Verifier: verifier, Signer: signer, Keyring: kr, Revocations: revs, Grants: grants, Vault: vlt,
-		Sessions: sessions, Locks: locks, Live: live, Audit: auditLog, RecordingsDir: recDir, ArchiveDir: filepath.Join(cfg.Data, "audit-archive"), RecordingKeys: recKeys, Alerts: alerts, Rules: ruleEngine, DefaultRulePacks: cfg.Rules.Packs, Issuer: cfg.Token.Issuer, Gatherer: reg, Log: log, Now: time.Now}
+		Sessions: sessions, Locks: locks, Live: live, Audit: auditLog, RecordingsDir: recDir, ArchiveDir: filepath.Join(cfg.Data, "audit-archive"), AuditKeys: auditKeys, RecordingKeys: recKeys, Alerts: alerts, Rules: ruleEngine, DefaultRulePacks: cfg.Rules.Packs, Issuer: cfg.Token.Issuer, Gatherer: reg, Log: log, Now: time.Now}
 	// Retention deletes expired recordings; its configuration is
 	// validated here, before anything listens.
 	sweeper, err := retention.New(retention.Config{Policy: cfg.Retention, DB: db, Targets: vlt, Audit: auditLog,
@@ -324,6 +329,15 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	}
 	srv.Retention = sweeper
 	srv.Reports = report.New(db, time.Now)
+	// Break-glass needs nothing outside Vigil: its own keys, store and
+	// audit log.
+	breakGlass, err := breakglass.New(breakglass.Config{DB: db, Signer: signer, Targets: vlt, Audit: auditLog, Alerts: alerts,
+		Revocations: revs, Live: live, Issuer: cfg.Token.Issuer, MaxFailures: cfg.BreakGlass.MaxFailures,
+		Lockout: cfg.BreakGlass.Lockout, Log: log})
+	if err != nil {
+		return err
+	}
+	srv.BreakGlass = breakGlass
 	sshLn, err := net.Listen("tcp", cfg.SSHAddr)
 	if err != nil {
 		return fmt.Errorf("ssh: %w", err)
@@ -362,7 +376,12 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		defer close(forwarderDone)
 		forwarder.Run(bg)
 	}()
-	go sweeper.Run(bg)
+	sweeperDone := make(chan struct{})
+	go func() {
+		defer close(sweeperDone)
+		sweeper.Run(bg)
+	}()
+	go breakGlass.Run(bg)
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- fmt.Errorf("http: %w", httpSrv.Serve(ln)) }()
@@ -383,6 +402,8 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	cancelBG()
 	// The forwarder stores its last cursor before the database closes.
 	<-forwarderDone
+	// A disposal in progress finishes (its outcome event written) first.
+	<-sweeperDone
 	// Live SSH sessions end with a message, and their recordings and end
 	// events are written, before the audit log closes.
 	stopGW(errors.New("vigil is shutting down"))

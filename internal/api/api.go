@@ -7,6 +7,7 @@ package api
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vigil-pam/vigil/internal/alert"
 	"github.com/vigil-pam/vigil/internal/audit"
+	"github.com/vigil-pam/vigil/internal/breakglass"
 	"github.com/vigil-pam/vigil/internal/policy"
 	"github.com/vigil-pam/vigil/internal/recording"
 	"github.com/vigil-pam/vigil/internal/report"
@@ -55,12 +57,18 @@ type Server struct {
 	RecordingsDir string
 	// ArchiveDir is where audit archives are written.
 	ArchiveDir string
+	// AuditKeys are the audit public keys trusted to sign checkpoints
+	// (audit.TrustedKeys); verification checks against these only.
+	AuditKeys map[string]ed25519.PublicKey
 	// Retention is the recording retention sweeper and its legal holds.
 	Retention *retention.Sweeper
 	// Reports runs compliance reports (GET /api/v1/reports/{kind}).
 	Reports *report.Reporter
 	// Alerts is the alert store (rule hits, monitor findings).
 	Alerts *alert.Store
+	// BreakGlass is emergency access (POST /api/v1/breakglass, accounts,
+	// uses and their review); nil leaves those endpoints out (tests).
+	BreakGlass *breakglass.Service
 	// Rules is the rules engine; DefaultRulePacks apply to targets that
 	// enable none of their own.
 	Rules            *rules.Engine
@@ -96,6 +104,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/audit/export", s.admin(s.exportAudit))
 	mux.Handle("POST /api/v1/audit/archive", s.admin(s.archiveAudit))
 	mux.Handle("GET /api/v1/audit/archives", s.admin(s.listArchives))
+	mux.Handle("GET /api/v1/audit/keys", s.admin(s.auditKeys))
 	mux.Handle("GET /api/v1/targets", s.admin(s.listTargets))
 	mux.Handle("POST /api/v1/targets", s.admin(s.addTarget))
 	mux.Handle("DELETE /api/v1/targets/{name}", s.admin(s.removeTarget))
@@ -119,6 +128,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /api/v1/holds", s.admin(s.addHold))
 	mux.Handle("DELETE /api/v1/holds/{id}", s.admin(s.releaseHold))
 	mux.Handle("POST /api/v1/retention/sweep", s.admin(s.sweepRetention))
+	s.breakGlassRoutes(mux)
 	return jsonFallback(mux)
 }
 

@@ -1,11 +1,14 @@
 package api
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vigil-pam/vigil/internal/audit"
@@ -101,10 +104,15 @@ func (s *Server) searchAudit(w http.ResponseWriter, r *http.Request) {
 // report (200 whether or not the log is intact: "ok" says which). The run
 // and its outcome are audited.
 func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request) {
-	rep, err := s.Audit.Verify(r.Context(), audit.VerifyOptions{RecordingsDir: s.RecordingsDir, Now: s.Now})
+	rep, err := s.Audit.Verify(r.Context(), audit.VerifyOptions{RecordingsDir: s.RecordingsDir, Now: s.Now, Keys: s.AuditKeys})
 	if err != nil {
 		s.Log.Error("audit verify", "err", err)
-		s.record(w, r, "audit.verify", "", map[string]any{"ok": false, "error": err.Error()})
+		if r.Context().Err() != nil {
+			return // the client went away: nothing was verified
+		}
+		if !s.record(w, r, "audit.verify", "", map[string]any{"ok": false, "error": err.Error()}) {
+			return
+		}
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "audit verification could not run: "+err.Error())
 		return
 	}
@@ -126,6 +134,7 @@ func (s *Server) archiveAudit(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Before  string `json:"before"`
 		Through int64  `json:"through"`
+		Force   bool   `json:"force"`
 	}
 	if !decode(w, r, &req) {
 		return
@@ -147,7 +156,11 @@ func (s *Server) archiveAudit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "not_configured", "this server has no archive directory")
 		return
 	}
-	a, err := s.Audit.Archive(r.Context(), s.ArchiveDir, before, req.Through, identity(r).Claims.Subject)
+	a, err := s.Audit.Archive(r.Context(), s.ArchiveDir, before, req.Through, identity(r).Claims.Subject, req.Force)
+	if errors.Is(err, audit.ErrBehindForwarder) {
+		writeError(w, http.StatusConflict, "behind_forwarder", err.Error())
+		return
+	}
 	if errors.Is(err, audit.ErrNothingToArchive) {
 		writeError(w, http.StatusConflict, "nothing_to_archive", "no events older than "+before.UTC().Format(time.RFC3339)+" are left to archive")
 		return
@@ -237,4 +250,20 @@ func (s *Server) exportAudit(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}
+}
+
+// auditKeys answers GET /api/v1/audit/keys: the audit public keys this
+// server trusts for checkpoints, to pin when verifying archives offline.
+func (s *Server) auditKeys(w http.ResponseWriter, r *http.Request) {
+	type key struct {
+		KID       string `json:"kid"`
+		Alg       string `json:"alg"`
+		PublicKey string `json:"public_key"`
+	}
+	out := []key{}
+	for kid, pub := range s.AuditKeys {
+		out = append(out, key{KID: kid, Alg: "Ed25519", PublicKey: base64.StdEncoding.EncodeToString(pub)})
+	}
+	slices.SortFunc(out, func(a, b key) int { return strings.Compare(a.KID, b.KID) })
+	writeJSON(w, http.StatusOK, map[string]any{"keys": out})
 }

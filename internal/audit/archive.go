@@ -70,21 +70,42 @@ type Archive struct {
 // ErrNothingToArchive is returned when no event is old enough.
 var ErrNothingToArchive = errors.New("audit: no events to archive in that range")
 
+// pruneBatch bounds one pruning transaction: the write lock is never held
+// long enough to make appends wait out the store's busy timeout.
+const pruneBatch = 5000
+
+// ErrBehindForwarder is returned when an archive would prune events a
+// SIEM sink has not received yet.
+var ErrBehindForwarder = errors.New("audit: a SIEM sink has not received these events yet")
+
 // Archive moves the events up to the last one older than before (and at
 // most through, when through > 0) into a sealed archive file in dir, then
-// prunes them from the database. The archive is recorded first as an
-// audit.archive event, so a failure later leaves the events in place and
-// the log verifiable. by is the admin asking.
-func (l *Log) Archive(ctx context.Context, dir string, before time.Time, through int64, by string) (Archive, error) {
+// prunes them from the database. Without force it stops at the events
+// every SIEM sink has received. The archive file is complete and synced
+// before it is announced by an audit.archive event; the archive record is
+// then written and the events pruned in small batches (an interrupted
+// prune is finished by the next Archive; verification reports it
+// meanwhile). by is the admin asking.
+func (l *Log) Archive(ctx context.Context, dir string, before time.Time, through int64, by string, force bool) (Archive, error) {
 	if l.opts.Key == nil {
 		return Archive{}, errors.New("audit: archive needs the audit signing key")
 	}
+	// Verification and archiving exclude each other: a verification
+	// must not see the boundary move under it.
+	l.archiveMu.Lock()
+	defer l.archiveMu.Unlock()
 	var a Archive
 	var boundary int64
 	var prevHash string
 	err := l.db.QueryRowContext(ctx, `SELECT last_seq, last_hash FROM audit_archives ORDER BY last_seq DESC LIMIT 1`).Scan(&boundary, &prevHash)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return a, fmt.Errorf("audit: archive: read boundary: %w", err)
+	}
+	if boundary > 0 {
+		// Finish a prune an earlier archive left (a crash, a store error).
+		if err := l.prune(context.WithoutCancel(ctx), boundary); err != nil {
+			return a, err
+		}
 	}
 	q := `SELECT COALESCE(MAX(seq), 0) FROM audit_events WHERE time < $1`
 	args := []any{store.Nanos(before)}
@@ -99,6 +120,18 @@ func (l *Log) Archive(ctx context.Context, dir string, before time.Time, through
 	if last <= boundary {
 		return a, ErrNothingToArchive
 	}
+	if !force {
+		var sink string
+		var cursor int64
+		err := l.db.QueryRowContext(ctx, `SELECT sink, seq FROM audit_forward_cursors ORDER BY seq LIMIT 1`).Scan(&sink, &cursor)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return a, fmt.Errorf("audit: archive: read SIEM cursors: %w", err)
+		}
+		if err == nil && cursor < last {
+			return a, fmt.Errorf("%w: sink %s has events through %d, the archive would end at %d; wait, archive --through %d, or force it",
+				ErrBehindForwarder, sink, cursor, last, cursor)
+		}
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return a, fmt.Errorf("audit: archive: %w", err)
 	}
@@ -106,43 +139,77 @@ func (l *Log) Archive(ctx context.Context, dir string, before time.Time, through
 		CreatedAt: l.now(), CreatedBy: by}
 	a.File = filepath.Join(dir, a.ID+".jsonl.gz")
 	if err := l.writeArchive(ctx, &a, prevHash); err != nil {
-		os.Remove(a.File)
 		return a, err
 	}
+	// From here on the archive is carried through whatever the caller's
+	// context does.
+	ctx = context.WithoutCancel(ctx)
 	if err := l.Append(ctx, Event{Type: "audit.archive", Actor: by, Data: map[string]any{"id": a.ID, "first_seq": a.FirstSeq,
 		"last_seq": a.LastSeq, "last_hash": a.LastHash, "file": a.File, "sha256": a.Digest, "events": a.Events}}); err != nil {
 		os.Remove(a.File)
 		return a, err
 	}
-	err = l.db.Tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_archives (id, first_seq, last_seq, last_hash, file, digest, events, created_at, created_by)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, a.ID, a.FirstSeq, a.LastSeq, a.LastHash, a.File, a.Digest, a.Events,
-			store.Nanos(a.CreatedAt), a.CreatedBy); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_events WHERE seq <= $1`, a.LastSeq); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_fts WHERE rowid <= $1`, a.LastSeq); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM audit_checkpoints WHERE seq < $1`, a.LastSeq)
-		return err
-	})
-	if err != nil {
-		return a, fmt.Errorf("audit: archive: prune through %d: %w", a.LastSeq, err)
+	if _, err := l.db.ExecContext(ctx, `INSERT INTO audit_archives (id, first_seq, last_seq, last_hash, file, digest, events, created_at, created_by)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, a.ID, a.FirstSeq, a.LastSeq, a.LastHash, a.File, a.Digest, a.Events,
+		store.Nanos(a.CreatedAt), a.CreatedBy); err != nil {
+		// Announced but not recorded: the file stays (the event names
+		// it); the events stay too, and verification is unaffected.
+		return a, fmt.Errorf("audit: archive: record %s: %w", a.ID, err)
+	}
+	if err := l.prune(ctx, a.LastSeq); err != nil {
+		return a, err
 	}
 	return a, nil
+}
+
+// prune deletes the events through last (and their full-text rows and
+// older checkpoints) in batches.
+func (l *Log) prune(ctx context.Context, last int64) error {
+	for {
+		var n int64
+		err := l.db.Tx(ctx, func(tx *sql.Tx) error {
+			res, err := tx.ExecContext(ctx, `DELETE FROM audit_events WHERE seq IN
+				(SELECT seq FROM audit_events WHERE seq <= $1 ORDER BY seq LIMIT $2)`, last, pruneBatch)
+			if err != nil {
+				return err
+			}
+			n, _ = res.RowsAffected()
+			if _, err := tx.ExecContext(ctx, `DELETE FROM audit_fts WHERE rowid IN
+				(SELECT rowid FROM audit_fts WHERE rowid <= $1 ORDER BY rowid LIMIT $2)`, last, pruneBatch); err != nil {
+				return err
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("audit: archive: prune through %d: %w", last, err)
+		}
+		if n < pruneBatch {
+			break
+		}
+	}
+	if _, err := l.db.ExecContext(ctx, `DELETE FROM audit_fts WHERE rowid <= $1`, last); err != nil {
+		return fmt.Errorf("audit: archive: prune full text through %d: %w", last, err)
+	}
+	if _, err := l.db.ExecContext(ctx, `DELETE FROM audit_checkpoints WHERE seq < $1`, last); err != nil {
+		return fmt.Errorf("audit: archive: prune checkpoints before %d: %w", last, err)
+	}
+	return nil
 }
 
 // writeArchive writes events a.FirstSeq..a.LastSeq to a.File with a
 // checkpoint over the last, fsyncs it and fills in the digest.
 func (l *Log) writeArchive(ctx context.Context, a *Archive, prevHash string) error {
-	f, err := os.OpenFile(a.File, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	// Written under a temporary name and renamed once complete: a file
+	// with the archive's name is always whole.
+	f, err := os.CreateTemp(filepath.Dir(a.File), "."+filepath.Base(a.File)+".*")
 	if err != nil {
 		return fmt.Errorf("audit: archive: %w", err)
 	}
-	defer f.Close()
+	tmp := f.Name()
+	defer func() {
+		f.Close()
+		os.Remove(tmp)
+	}()
 	h := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(f, h), 256<<10)
 	gz := gzip.NewWriter(bw)
@@ -215,8 +282,24 @@ func (l *Log) writeArchive(ctx context.Context, a *Archive, prevHash string) err
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("audit: archive: sync %s: %w", a.File, err)
 	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("audit: archive: %w", err)
+	}
+	if err := os.Rename(tmp, a.File); err != nil {
+		return fmt.Errorf("audit: archive: %w", err)
+	}
+	syncDir(filepath.Dir(a.File))
 	a.Digest = hex.EncodeToString(h.Sum(nil))
 	return nil
+}
+
+// syncDir makes a rename in dir durable (best effort: some file systems
+// cannot sync a directory).
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
 }
 
 // ArchiveReport is the outcome of VerifyArchive.
@@ -299,6 +382,9 @@ func VerifyArchive(r io.Reader, trusted ed25519.PublicKey) (ArchiveReport, error
 		}
 		expect, prev = ln.Seq+1, ln.Hash
 		rep.Events++
+	}
+	if dec.More() {
+		return fail("data follows the closing checkpoint")
 	}
 	io.Copy(io.Discard, gz)
 	rep.LastHash = prev

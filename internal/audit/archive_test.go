@@ -3,6 +3,8 @@ package audit
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"errors"
 	"os"
 	"testing"
 	"time"
@@ -23,14 +25,14 @@ func TestArchivePruneAndVerify(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	a, err := l.Archive(ctx, dir, time.Now().Add(-90*24*time.Hour), 0, "admin")
+	a, err := l.Archive(ctx, dir, time.Now().Add(-90*24*time.Hour), 0, "admin", false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a.FirstSeq != 1 || a.LastSeq != 30 || a.Events != 30 {
 		t.Fatalf("archive: got %+v, want events 1..30", a)
 	}
-	if _, err := l.Archive(ctx, dir, time.Now().Add(-90*24*time.Hour), 0, "admin"); err != ErrNothingToArchive {
+	if _, err := l.Archive(ctx, dir, time.Now().Add(-90*24*time.Hour), 0, "admin", false); err != ErrNothingToArchive {
 		t.Fatalf("second archive of the same range: got %v, want ErrNothingToArchive", err)
 	}
 	waitSealed(t, db, l)
@@ -81,7 +83,7 @@ func TestArchiveEverythingThenReopen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	a, err := l.Archive(ctx, t.TempDir(), time.Now().Add(-time.Minute), 0, "admin")
+	a, err := l.Archive(ctx, t.TempDir(), time.Now().Add(-time.Minute), 0, "admin", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,5 +103,81 @@ func TestArchiveEverythingThenReopen(t *testing.T) {
 	l2.Close()
 	if rep, err := Verify(ctx, db, VerifyOptions{}); err != nil || !rep.OK {
 		t.Fatalf("verify: %v %+v", err, rep.First)
+	}
+}
+
+func TestArchiveStopsAtForwarderCursor(t *testing.T) {
+	db, _ := openDB(t)
+	ctx := context.Background()
+	l, _ := signedLog(t, db)
+	defer l.Close()
+	for i := 0; i < 20; i++ {
+		if err := l.Append(ctx, Event{Type: "t", Time: time.Now().Add(-time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(t, db, `INSERT INTO audit_forward_cursors (sink, seq, updated_at) VALUES ('siem', 10, 0)`)
+	if _, err := l.Archive(ctx, t.TempDir(), time.Now(), 0, "admin", false); !errors.Is(err, ErrBehindForwarder) {
+		t.Fatalf("archive past a SIEM cursor: got %v, want ErrBehindForwarder", err)
+	}
+	a, err := l.Archive(ctx, t.TempDir(), time.Now(), 10, "admin", false)
+	if err != nil || a.LastSeq != 10 {
+		t.Fatalf("archive through the cursor: got %+v, %v", a, err)
+	}
+	if _, err := l.Archive(ctx, t.TempDir(), time.Now(), 0, "admin", true); err != nil {
+		t.Fatalf("forced archive: %v", err)
+	}
+}
+
+func TestUnsealedAtStartIsRecorded(t *testing.T) {
+	db, _ := openDB(t)
+	ctx := context.Background()
+	l, err := Open(ctx, db, nil) // no key: nothing is sealed
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		l.Append(ctx, Event{Type: "t"})
+	}
+	l.Close()
+	l2, key := signedLog(t, db)
+	l2.Close()
+	evs, err := Search(ctx, db, Query{Type: "audit.unsealed_at_start"})
+	if err != nil || len(evs) != 1 || evs[0].Data["first_seq"] != float64(1) || evs[0].Data["last_seq"] != float64(3) {
+		t.Fatalf("unsealed_at_start event: %v %+v", err, evs)
+	}
+	rep, err := Verify(ctx, db, VerifyOptions{Keys: map[string]ed25519.PublicKey{key.KID: key.Public()}, SealGrace: time.Nanosecond})
+	if err != nil || !rep.OK || rep.Unsealed != 0 {
+		t.Fatalf("verify: %v %+v", err, rep.First)
+	}
+}
+
+// TestVerifyDuringArchive: a verification running while an archive
+// prunes never reports the intact log as broken.
+func TestVerifyDuringArchive(t *testing.T) {
+	db, _ := openDB(t)
+	ctx := context.Background()
+	l, key := signedLog(t, db)
+	defer l.Close()
+	for i := 0; i < 3000; i++ {
+		if err := l.Append(ctx, Event{Type: "t", Time: time.Now().Add(-time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitSealed(t, db, l)
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.Archive(ctx, t.TempDir(), time.Now().Add(-time.Minute), 0, "admin", false)
+		done <- err
+	}()
+	keys := map[string]ed25519.PublicKey{key.KID: key.Public()}
+	for i := 0; i < 20; i++ {
+		rep, err := l.Verify(ctx, VerifyOptions{Keys: keys})
+		if err != nil || !rep.OK {
+			t.Fatalf("verify during archive: %v %+v", err, rep.First)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -86,6 +87,10 @@ type Log struct {
 	last   string
 	sealed int64
 
+	// archiveMu is held by Archive (write) and Verify (read): a
+	// verification never sees the archive boundary move under it.
+	archiveMu sync.RWMutex
+
 	// headMu guards head and changed: the last committed seq, and a
 	// channel closed (and replaced) at each commit.
 	headMu  sync.Mutex
@@ -129,6 +134,17 @@ func OpenWith(ctx context.Context, db *store.DB, opts Options) (*Log, error) {
 	}
 	l.head = l.seq
 	go l.write()
+	if opts.Key != nil && l.seq > l.sealed {
+		// A crash (or a version without checkpoints) left events
+		// unsealed: they get sealed now, and that is on record, so
+		// sealing at start cannot quietly launder a rewrite.
+		from, to := l.sealed+1, l.seq
+		if err := l.Append(ctx, Event{Type: "audit.unsealed_at_start", Actor: "vigil", Data: map[string]any{
+			"first_seq": from, "last_seq": to, "note": "events not covered by a checkpoint when the log was opened; sealed now"}}); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
 	return l, nil
 }
 
@@ -267,6 +283,11 @@ func (l *Log) commit(batch []*pending) error {
 	rows := make([]Event, len(batch))
 	for i, p := range batch {
 		ev := p.ev
+		// Stored as hashed: invalid UTF-8 would be hashed as U+FFFD but
+		// kept raw, so those bytes could change without the hash.
+		for _, f := range []*string{&ev.Type, &ev.Actor, &ev.Target, &ev.Session, &ev.Source} {
+			*f = strings.ToValidUTF8(*f, "\uFFFD")
+		}
 		seq++
 		ev.Seq = seq
 		ev.PrevHash = last

@@ -100,6 +100,36 @@ func PublicKeys(ctx context.Context, db *store.DB) (map[string]ed25519.PublicKey
 	return keys, rows.Err()
 }
 
+// TrustedKeys returns the audit public keys whose sealed private half
+// opens with mk and matches: only those may vouch for checkpoints. A key
+// row planted by someone with write access to the database but without
+// the master key is left out (and its checkpoints fail verification).
+func TrustedKeys(ctx context.Context, db *store.DB, mk *masterkey.Key) (map[string]ed25519.PublicKey, error) {
+	rows, err := db.QueryContext(ctx, `SELECT kid, public_key, private_key FROM audit_keys`)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read keys: %w", err)
+	}
+	defer rows.Close()
+	keys := map[string]ed25519.PublicKey{}
+	for rows.Next() {
+		var kid, pub, sealed string
+		if err := rows.Scan(&kid, &pub, &sealed); err != nil {
+			return nil, fmt.Errorf("audit: read keys: %w", err)
+		}
+		raw, err1 := base64.StdEncoding.DecodeString(pub)
+		blob, err2 := base64.StdEncoding.DecodeString(sealed)
+		if err1 != nil || err2 != nil || len(raw) != ed25519.PublicKeySize || keyID(raw) != kid {
+			continue
+		}
+		seed, err := mk.Open(blob, keyAAD(kid))
+		if err != nil || len(seed) != ed25519.SeedSize || !ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey).Equal(ed25519.PublicKey(raw)) {
+			continue
+		}
+		keys[kid] = raw
+	}
+	return keys, rows.Err()
+}
+
 // Checkpoint is a signed statement that the log's event Seq had hash
 // Hash at Time. A checkpoint beyond the log's end proves truncation; one
 // whose hash no longer matches proves a rewrite.

@@ -3,6 +3,7 @@ package audit
 import (
 	"cmp"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
@@ -47,6 +48,8 @@ const (
 	// ProblemArchiveBoundary: the log does not continue from the last
 	// archive's boundary.
 	ProblemArchiveBoundary = "archive_boundary"
+	// ProblemUnsealed: old events are not covered by any checkpoint.
+	ProblemUnsealed = "unsealed"
 )
 
 // maxProblems bounds the problems listed in a report (all are counted).
@@ -114,6 +117,16 @@ type VerifyOptions struct {
 	RecordingsDir string
 	// Now is the clock for the report's duration; nil means time.Now.
 	Now func() time.Time
+	// Keys are the audit public keys trusted to sign checkpoints (from
+	// TrustedKeys, or pinned by an auditor). Nil means every key in the
+	// database's audit_keys table: only for tests and offline tools,
+	// since whoever can write the database can add a key there.
+	Keys map[string]ed25519.PublicKey
+	// SealGrace is how old an event may be without a checkpoint covering
+	// it before verification calls it a break (checkpoints deleted, or a
+	// crash before sealing, which the next start records); zero means one
+	// minute.
+	SealGrace time.Duration
 }
 
 // sealedRecording is a recording digest sealed into a session.end event.
@@ -137,14 +150,21 @@ func Verify(ctx context.Context, db *store.DB, opts VerifyOptions) (Report, erro
 	}
 	start := now()
 	rep := Report{Problems: []Problem{}}
-	keys, err := PublicKeys(ctx, db)
-	if err != nil {
-		return rep, err
+	keys := opts.Keys
+	if keys == nil {
+		var err error
+		if keys, err = PublicKeys(ctx, db); err != nil {
+			return rep, err
+		}
+	}
+	grace := opts.SealGrace
+	if grace <= 0 {
+		grace = time.Minute
 	}
 	// The boundary: where the log continues after archives were pruned.
 	var boundary int64
 	var prev string
-	err = db.QueryRowContext(ctx, `SELECT last_seq, last_hash FROM audit_archives ORDER BY last_seq DESC LIMIT 1`).Scan(&boundary, &prev)
+	err := db.QueryRowContext(ctx, `SELECT last_seq, last_hash FROM audit_archives ORDER BY last_seq DESC LIMIT 1`).Scan(&boundary, &prev)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return rep, fmt.Errorf("audit: verify: read archives: %w", err)
 	}
@@ -168,6 +188,16 @@ func Verify(ctx context.Context, db *store.DB, opts VerifyOptions) (Report, erro
 		}
 		if err := checkArchiveFiles(ctx, db, &rep); err != nil {
 			return rep, err
+		}
+		// Nothing may remain at or below the boundary: such rows are
+		// outside the verified chain yet searched and reported.
+		var below int64
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_events WHERE seq <= $1`, boundary).Scan(&below); err != nil {
+			return rep, fmt.Errorf("audit: verify: %w", err)
+		}
+		if below > 0 {
+			rep.add(Problem{Kind: ProblemArchiveBoundary, Seq: boundary,
+				Message: fmt.Sprintf("%d event(s) at or below the archive boundary %d are still in the database: an unfinished archive (run it again) or planted rows", below, boundary)})
 		}
 	}
 	rep.Checkpoints = len(cps)
@@ -200,6 +230,7 @@ func Verify(ctx context.Context, db *store.DB, opts VerifyOptions) (Report, erro
 	expect, prev := boundary+1, prev
 	var lastTime int64
 	var recs []sealedRecording
+	var archived []Archive
 	disposed := map[string]bool{}
 	first := true
 	for k := range spans {
@@ -231,6 +262,7 @@ func Verify(ctx context.Context, db *store.DB, opts VerifyOptions) (Report, erro
 		rep.Events += sp.events
 		rep.TimeRegressions += sp.timeRegressions
 		recs = append(recs, sp.recs...)
+		archived = append(archived, sp.archives...)
 		for _, s := range sp.disposed {
 			disposed[s] = true
 		}
@@ -246,17 +278,33 @@ func Verify(ctx context.Context, db *store.DB, opts VerifyOptions) (Report, erro
 		rep.add(Problem{Kind: ProblemTruncated, Seq: c.Seq,
 			Message: fmt.Sprintf("a checkpoint of %s covers event %d but the log ends at %d: events were deleted from the end", c.Time.UTC().Format(time.RFC3339), c.Seq, rep.LastSeq)})
 	}
-	if rep.LastCheckpoint != nil && rep.LastCheckpoint.Seq <= rep.LastSeq {
-		rep.Unsealed = rep.LastSeq - rep.LastCheckpoint.Seq
-	} else if rep.LastCheckpoint == nil {
-		rep.Unsealed = rep.Events
+	sealedTo := boundary
+	for _, c := range cps {
+		if c.Seq <= rep.LastSeq {
+			sealedTo = max(sealedTo, c.Seq)
+		}
+	}
+	rep.Unsealed = rep.LastSeq - sealedTo
+	if rep.Unsealed > 0 && len(keys) > 0 {
+		// Checkpoints follow activity within a second: old events
+		// without one mean checkpoints were deleted (to hide a rewrite
+		// or a truncation) or a crash the next start did not record.
+		var t int64
+		if err := db.QueryRowContext(ctx, `SELECT time FROM audit_events WHERE seq = $1`, sealedTo+1).Scan(&t); err == nil &&
+			store.Time(t).Before(start.Add(-grace)) {
+			rep.add(Problem{Kind: ProblemUnsealed, Seq: sealedTo + 1,
+				Message: fmt.Sprintf("events %d..%d are older than %s and no checkpoint covers them: checkpoints were deleted (a rewrite or truncation hidden), or sealing failed", sealedTo+1, rep.LastSeq, grace)})
+		}
+	}
+	if boundary > 0 {
+		checkArchiveEvent(ctx, db, &rep, archived)
 	}
 	if opts.RecordingsDir != "" {
 		for _, r := range recs {
 			if err := ctx.Err(); err != nil {
 				return rep, fmt.Errorf("audit: verify: %w", err)
 			}
-			checkRecording(&rep, opts.RecordingsDir, r, disposed[r.session])
+			checkRecording(ctx, db, &rep, opts.RecordingsDir, r, disposed[r.session])
 		}
 	}
 	// Problems in log order: the first is the first broken link.
@@ -269,6 +317,36 @@ func Verify(ctx context.Context, db *store.DB, opts VerifyOptions) (Report, erro
 	return rep, nil
 }
 
+// archiveEvent reads the archive an audit.archive event describes.
+func archiveEvent(data []byte) Archive {
+	var d struct {
+		ID       string `json:"id"`
+		LastSeq  int64  `json:"last_seq"`
+		LastHash string `json:"last_hash"`
+		SHA256   string `json:"sha256"`
+	}
+	json.Unmarshal(data, &d)
+	return Archive{ID: d.ID, LastSeq: d.LastSeq, LastHash: d.LastHash, Digest: d.SHA256}
+}
+
+// checkArchiveEvent ties the latest archive record to the audit.archive
+// event that announced it, which follows the boundary in the verified
+// chain: a record planted to hide deleted events has no such event.
+func checkArchiveEvent(ctx context.Context, db *store.DB, rep *Report, events []Archive) {
+	as, err := Archives(ctx, db)
+	if err != nil || len(as) == 0 {
+		return
+	}
+	last := as[len(as)-1]
+	for _, e := range events {
+		if e.ID == last.ID && e.LastSeq == last.LastSeq && e.LastHash == last.LastHash && e.Digest == last.Digest {
+			return
+		}
+	}
+	rep.add(Problem{Kind: ProblemArchiveBoundary, Seq: last.LastSeq,
+		Message: fmt.Sprintf("archive %s (through event %d) is not announced by a matching audit.archive event in the log: the archive record is forged or the log after it was rewritten", last.ID, last.LastSeq)})
+}
+
 // checkArchiveFiles re-hashes the archive files still at their recorded
 // paths.
 func checkArchiveFiles(ctx context.Context, db *store.DB, rep *Report) error {
@@ -276,7 +354,13 @@ func checkArchiveFiles(ctx context.Context, db *store.DB, rep *Report) error {
 	if err != nil {
 		return err
 	}
+	next := int64(1)
 	for _, a := range as {
+		if a.FirstSeq != next {
+			rep.add(Problem{Kind: ProblemArchiveBoundary, Seq: a.FirstSeq,
+				Message: fmt.Sprintf("archive %s starts at event %d, but the archives before it end at %d", a.ID, a.FirstSeq, next-1)})
+		}
+		next = a.LastSeq + 1
 		f, err := os.Open(a.File)
 		if err != nil {
 			rep.ArchivesOffline++
@@ -306,10 +390,17 @@ func sealedIn(seq int64, session string, data []byte) (sealedRecording, bool) {
 	return sealedRecording{seq: seq, session: session, path: d.Path, digest: d.Digest}, true
 }
 
-func checkRecording(rep *Report, dir string, r sealedRecording, disposed bool) {
+func checkRecording(ctx context.Context, db *store.DB, rep *Report, dir string, r sealedRecording, disposed bool) {
 	path := filepath.Join(dir, filepath.Base(r.path))
 	f, err := os.Open(path)
 	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && !disposed {
+			// A retention sweep may have disposed of it while this
+			// verification ran (its event is after the range read).
+			var n int
+			db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_events WHERE type = 'recording.disposed' AND session = $1`, r.session).Scan(&n)
+			disposed = n > 0
+		}
 		if errors.Is(err, os.ErrNotExist) && disposed {
 			rep.RecordingsDisposed++
 			return
@@ -355,6 +446,7 @@ type span struct {
 	problemCount        int
 	recs                []sealedRecording
 	disposed            []string
+	archives            []Archive
 }
 
 func (sp *span) add(p Problem) {
@@ -422,6 +514,8 @@ func (sp *span) verify(ctx context.Context, db *store.DB, lo, hi int64, cps []Ch
 				}
 			case "recording.disposed":
 				sp.disposed = append(sp.disposed, string(session))
+			case "audit.archive":
+				sp.archives = append(sp.archives, archiveEvent(data))
 			}
 			prev, expect, sp.lastTime = string(hash), seq+1, t
 		}
@@ -451,5 +545,7 @@ func VerifyCheckpoint(ctx context.Context, db *store.DB, c Checkpoint) error {
 // Verify is Verify over the log's database. Events appended while it
 // runs may or may not be included.
 func (l *Log) Verify(ctx context.Context, opts VerifyOptions) (Report, error) {
+	l.archiveMu.RLock()
+	defer l.archiveMu.RUnlock()
 	return Verify(ctx, l.db, opts)
 }

@@ -66,10 +66,10 @@ func waitSealed(t testing.TB, db *store.DB, l *Log) {
 // seedLog appends 30 events in three sealed batches (checkpoints at 10,
 // 20 and 30 at least) and one session.end sealing a recording file; it returns the
 // recordings directory.
-func seedLog(t *testing.T, db *store.DB) string {
+func seedLog(t *testing.T, db *store.DB) (string, *SigningKey) {
 	t.Helper()
 	ctx := context.Background()
-	l, _ := signedLog(t, db)
+	l, key := signedLog(t, db)
 	dir := t.TempDir()
 	rec := filepath.Join(dir, "s_1.cast.age")
 	body := []byte("not really a recording, but bytes with a digest")
@@ -94,7 +94,7 @@ func seedLog(t *testing.T, db *store.DB) string {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return dir
+	return dir, key
 }
 
 func exec(t *testing.T, db *store.DB, q string, args ...any) {
@@ -126,7 +126,6 @@ func rehashFrom(t *testing.T, db *store.DB, from int64) {
 
 func TestVerifyDetectsEachTamperKind(t *testing.T) {
 	otherPub, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
-	_ = otherPub
 	cases := []struct {
 		name   string
 		tamper func(t *testing.T, db *store.DB, dir string)
@@ -180,6 +179,34 @@ func TestVerifyDetectsEachTamperKind(t *testing.T) {
 			tamper: func(t *testing.T, db *store.DB, _ string) {
 				exec(t, db, `UPDATE audit_checkpoints SET kid = 'ak_0000000000000000' WHERE seq = 10`)
 			}},
+		{name: "planted key re-signs a rewritten chain", kind: ProblemCheckpointInvalid, seq: 1, maxSeq: 30, want: "unknown key",
+			tamper: func(t *testing.T, db *store.DB, _ string) {
+				exec(t, db, `UPDATE audit_events SET actor = 'mallory' WHERE seq = 5`)
+				rehashFrom(t, db, 5)
+				evil := &SigningKey{KID: keyID(otherPub), priv: otherPriv}
+				exec(t, db, `INSERT INTO audit_keys (kid, public_key, private_key, created_at, retired_at) VALUES ($1, $2, 'garbage', 0, 0)`,
+					evil.KID, base64.StdEncoding.EncodeToString(otherPub))
+				evs, _ := Search(context.Background(), db, Query{Limit: MaxLimit})
+				exec(t, db, `DELETE FROM audit_checkpoints`)
+				for _, ev := range evs {
+					if ev.Seq%10 == 0 {
+						if err := writeCheckpoint(context.Background(), db, evil.sign(ev.Seq, ev.Hash, time.Now())); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+			}},
+		{name: "checkpoints deleted to hide a rewrite", kind: ProblemUnsealed, seq: 1, maxSeq: 11, want: "no checkpoint covers them",
+			tamper: func(t *testing.T, db *store.DB, _ string) {
+				exec(t, db, `UPDATE audit_events SET actor = 'mallory' WHERE seq = 15`)
+				rehashFrom(t, db, 15)
+				exec(t, db, `DELETE FROM audit_checkpoints WHERE seq >= 10`)
+			}},
+		{name: "tail and its checkpoints deleted", kind: ProblemUnsealed, seq: 1, maxSeq: 21, want: "no checkpoint covers them",
+			tamper: func(t *testing.T, db *store.DB, _ string) {
+				exec(t, db, `DELETE FROM audit_events WHERE seq > 25`)
+				exec(t, db, `DELETE FROM audit_checkpoints WHERE seq > 20`)
+			}},
 		{name: "flip one byte of a recording", kind: ProblemRecordingModified, seq: 30, want: "session s_1",
 			tamper: func(t *testing.T, _ *store.DB, dir string) {
 				path := filepath.Join(dir, "s_1.cast.age")
@@ -195,11 +222,14 @@ func TestVerifyDetectsEachTamperKind(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			db, _ := openDB(t)
-			dir := seedLog(t, db)
+			dir, key := seedLog(t, db)
 			if tc.tamper != nil {
 				tc.tamper(t, db, dir)
 			}
-			rep, err := Verify(context.Background(), db, VerifyOptions{RecordingsDir: dir})
+			// Pinned key; a nanosecond of grace: the seeded events are
+			// older than that, so any left unsealed is a break.
+			rep, err := Verify(context.Background(), db, VerifyOptions{RecordingsDir: dir,
+				Keys: map[string]ed25519.PublicKey{key.KID: key.Public()}, SealGrace: time.Nanosecond})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -289,5 +319,42 @@ func TestSigningKeyReopens(t *testing.T) {
 	}
 	if _, _, err := OpenSigningKey(ctx, db, testMasterKey(t), time.Now()); err == nil {
 		t.Fatal("a wrong master key unsealed the audit key")
+	}
+}
+
+func TestTrustedKeysIgnorePlantedRows(t *testing.T) {
+	db, _ := openDB(t)
+	ctx := context.Background()
+	mk := testMasterKey(t)
+	key, _, err := OpenSigningKey(ctx, db, mk, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	exec(t, db, `INSERT INTO audit_keys (kid, public_key, private_key, created_at, retired_at) VALUES ($1, $2, 'Z2FyYmFnZQ==', 0, 1)`,
+		keyID(pub), base64.StdEncoding.EncodeToString(pub))
+	keys, err := TrustedKeys(ctx, db, mk)
+	if err != nil || len(keys) != 1 || keys[key.KID] == nil {
+		t.Fatalf("trusted keys: got %v (%v), want only %s", keys, err, key.KID)
+	}
+}
+
+func TestVerifyPlantedRowBelowBoundary(t *testing.T) {
+	db, _ := openDB(t)
+	ctx := context.Background()
+	l, key := signedLog(t, db)
+	for i := 0; i < 10; i++ {
+		l.Append(ctx, Event{Type: "t", Time: time.Now().Add(-time.Hour)})
+	}
+	if _, err := l.Archive(ctx, t.TempDir(), time.Now().Add(-time.Minute), 0, "admin", false); err != nil {
+		t.Fatal(err)
+	}
+	waitSealed(t, db, l)
+	l.Close()
+	exec(t, db, `INSERT INTO audit_events (seq, time, type, actor, target, session, source, data, prev_hash, hash)
+		VALUES (-1, 0, 'breakglass.review', 'mallory', '', '', '', '{"jti":"x"}', '', '')`)
+	rep, err := Verify(ctx, db, VerifyOptions{Keys: map[string]ed25519.PublicKey{key.KID: key.Public()}})
+	if err != nil || rep.OK || rep.First.Kind != ProblemArchiveBoundary || !strings.Contains(rep.First.Message, "at or below the archive boundary") {
+		t.Fatalf("planted row below the boundary: err %v, first %+v", err, rep.First)
 	}
 }

@@ -50,6 +50,30 @@ type Config struct {
 	Encryption Encryption `yaml:"encryption"`
 	// Retention configures how long recordings are kept.
 	Retention Retention `yaml:"retention"`
+	// BreakGlass configures emergency access.
+	BreakGlass BreakGlass `yaml:"breakglass"`
+}
+
+// Break-glass rule policies (BreakGlass.Rules).
+const (
+	// BreakGlassAlertOnly reduces every rule action on a break-glass
+	// session to an alert: an emergency is not blocked, but seen.
+	BreakGlassAlertOnly = "alert_only"
+	// BreakGlassEnforce applies rule actions as on any session.
+	BreakGlassEnforce = "enforce"
+)
+
+// BreakGlass configures break-glass emergency access (package breakglass).
+type BreakGlass struct {
+	// Rules is how real-time rules act on break-glass sessions:
+	// alert_only (the default) or enforce.
+	Rules string `yaml:"rules"`
+	// MaxFailures is how many wrong secrets in a row lock an account
+	// (default 5).
+	MaxFailures int `yaml:"max_failures"`
+	// Lockout is how long a locked account refuses every secret, even the
+	// right one (default 15m).
+	Lockout time.Duration `yaml:"lockout"`
 }
 
 // Audit configures the audit trail beyond the database it lives in.
@@ -193,6 +217,7 @@ func Default() Config {
 			MaxTTL:     token.DefaultMaxTTL,
 			ClockSkew:  token.Leeway,
 		},
+		BreakGlass: BreakGlass{Rules: BreakGlassAlertOnly, MaxFailures: 5, Lockout: 15 * time.Minute},
 	}
 }
 
@@ -290,6 +315,16 @@ func (c *Config) Validate() error {
 	}
 	if t.RotateEvery < 0 || (t.RotateEvery > 0 && t.RotateEvery < time.Hour) {
 		errs = append(errs, fmt.Errorf("token.rotate_every %s: 0 (off) or at least 1h", t.RotateEvery))
+	}
+	bg := c.BreakGlass
+	if bg.Rules != BreakGlassAlertOnly && bg.Rules != BreakGlassEnforce {
+		errs = append(errs, fmt.Errorf("breakglass.rules %q: want %s or %s", bg.Rules, BreakGlassAlertOnly, BreakGlassEnforce))
+	}
+	if bg.MaxFailures < 1 || bg.MaxFailures > 100 {
+		errs = append(errs, fmt.Errorf("breakglass.max_failures %d: want 1 to 100", bg.MaxFailures))
+	}
+	if bg.Lockout < time.Second || bg.Lockout > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("breakglass.lockout %s: want 1s to 24h", bg.Lockout))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("config: %w", err)

@@ -52,6 +52,9 @@ type Session struct {
 	// DisposedAt is when retention deleted the recording (package
 	// retention); zero while it is kept.
 	DisposedAt time.Time `json:"disposed_at,omitzero"`
+	// BreakGlass flags a session that ran on a break-glass token (package
+	// breakglass): reviewed after the incident.
+	BreakGlass bool `json:"breakglass,omitempty"`
 }
 
 // ErrNotFound is returned for an unknown session.
@@ -74,9 +77,9 @@ func NewStore(db *store.DB) *Store { return &Store{db: db} }
 func (st *Store) Start(ctx context.Context, s *Session) error {
 	_, err := st.db.ExecContext(ctx, `INSERT INTO sessions
 		(id, kind, subject, jti, target, login, source, started_at, ended_at, state, end_reason, exit_status,
-		 bytes_up, bytes_down, recording, digest, commands)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, '', -1, 0, 0, $10, '', '[]')`,
-		s.ID, s.Kind, s.User, s.JTI, s.Target, s.Login, s.Source, store.Nanos(s.StartedAt), StateActive, s.Recording)
+		 bytes_up, bytes_down, recording, digest, commands, breakglass)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, '', -1, 0, 0, $10, '', '[]', $11)`,
+		s.ID, s.Kind, s.User, s.JTI, s.Target, s.Login, s.Source, store.Nanos(s.StartedAt), StateActive, s.Recording, boolInt(s.BreakGlass))
 	if err != nil {
 		return fmt.Errorf("session: start %s: %w", s.ID, err)
 	}
@@ -119,18 +122,27 @@ func (st *Store) MarkInterrupted(ctx context.Context, now time.Time) ([]string, 
 }
 
 const columns = `id, kind, subject, jti, target, login, source, started_at, ended_at, state, end_reason, exit_status,
-	bytes_up, bytes_down, recording, digest, commands, disposed_at`
+	bytes_up, bytes_down, recording, digest, commands, disposed_at, breakglass`
+
+// boolInt is a bool for a BIGINT flag column.
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 func scan(row interface{ Scan(...any) error }) (Session, error) {
 	var s Session
-	var started, ended, disposed int64
+	var started, ended, disposed, bg int64
 	var cmds string
 	err := row.Scan(&s.ID, &s.Kind, &s.User, &s.JTI, &s.Target, &s.Login, &s.Source, &started, &ended, &s.State,
-		&s.EndReason, &s.ExitStatus, &s.BytesUp, &s.BytesDown, &s.Recording, &s.Digest, &cmds, &disposed)
+		&s.EndReason, &s.ExitStatus, &s.BytesUp, &s.BytesDown, &s.Recording, &s.Digest, &cmds, &disposed, &bg)
 	if err != nil {
 		return s, err
 	}
 	s.StartedAt, s.EndedAt, s.DisposedAt = store.Time(started), store.Time(ended), store.Time(disposed)
+	s.BreakGlass = bg != 0
 	json.Unmarshal([]byte(cmds), &s.Commands)
 	return s, nil
 }

@@ -185,6 +185,49 @@ var migrations = []string{
 	);
 	ALTER TABLE sessions ADD COLUMN disposed_at BIGINT NOT NULL DEFAULT 0;
 	CREATE INDEX sessions_subject ON sessions (subject, started_at);`,
+	// 6: break-glass accounts (secrets as Argon2id hashes, single use per
+	// arming, persisted failure count and lockout), their uses (with the
+	// post-incident review) and the break-glass flag on sessions. The
+	// unique (account, generation) index backs the single-use
+	// compare-and-swap: one use per arming, whatever races.
+	`CREATE TABLE breakglass_accounts (
+		name         TEXT PRIMARY KEY,
+		targets      TEXT NOT NULL,
+		max_ttl      BIGINT NOT NULL,
+		two_person   BIGINT NOT NULL,
+		hashes       TEXT NOT NULL,
+		generation   BIGINT NOT NULL,
+		armed        BIGINT NOT NULL,
+		failures     BIGINT NOT NULL,
+		locked_until BIGINT NOT NULL,
+		used_jti     TEXT NOT NULL,
+		used_at      BIGINT NOT NULL,
+		armed_at     BIGINT NOT NULL,
+		armed_by     TEXT NOT NULL,
+		created_at   BIGINT NOT NULL,
+		created_by   TEXT NOT NULL
+	);
+	CREATE TABLE breakglass_uses (
+		jti         TEXT PRIMARY KEY,
+		account     TEXT NOT NULL,
+		generation  BIGINT NOT NULL,
+		subject     TEXT NOT NULL,
+		target      TEXT NOT NULL,
+		login       TEXT NOT NULL,
+		reason      TEXT NOT NULL,
+		ttl         BIGINT NOT NULL,
+		time        BIGINT NOT NULL,
+		expires_at  BIGINT NOT NULL,
+		source      TEXT NOT NULL,
+		alert_id    BIGINT NOT NULL,
+		expired_at  BIGINT NOT NULL,
+		reviewed_by TEXT NOT NULL,
+		reviewed_at BIGINT NOT NULL,
+		note        TEXT NOT NULL
+	);
+	CREATE UNIQUE INDEX breakglass_uses_arming ON breakglass_uses (account, generation);
+	CREATE INDEX breakglass_uses_expiry ON breakglass_uses (expired_at, expires_at);
+	ALTER TABLE sessions ADD COLUMN breakglass BIGINT NOT NULL DEFAULT 0;`,
 }
 
 // SchemaVersion is the schema version this binary migrates to.

@@ -77,10 +77,6 @@ type channel struct {
 	// tail is what the target printed since its last newline (at most
 	// tailMax bytes, guarded by mu): the prompt a line is typed at.
 	tail []byte
-	// prompt is tail when the line being typed started, and lineOpen
-	// whether one has (guarded by inMu).
-	prompt   string
-	lineOpen bool
 }
 
 // tailMax bounds channel.tail.

@@ -89,7 +89,8 @@ func newConn(ctx context.Context, s *Server, sc *ssh.ServerConn, info *authResul
 	// The record's identity is fixed before the session is registered
 	// (the registry copies it).
 	c.sess = &session.Session{ID: session.NewID(), Kind: "ssh", User: info.id.Claims.Subject, JTI: info.id.Claims.ID,
-		Target: info.target.Name, Login: info.login, Source: info.source.String(), StartedAt: s.cfg.Now()}
+		Target: info.target.Name, Login: info.login, Source: info.source.String(), StartedAt: s.cfg.Now(),
+		BreakGlass: info.id.Claims.BreakGlass}
 	c.ctx, c.stop = context.WithCancelCause(ctx)
 	c.exitStatus.Store(-1)
 	c.touch()
@@ -142,8 +143,15 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 		c.end()
 		return
 	}
-	if err := c.audit("session.start", map[string]any{"kind": "ssh", "login": c.info.login, "jti": c.info.id.Claims.ID, "roles": c.info.id.Roles,
-		"addr": t.Addr, "recording": rec.Path(), "client": string(c.sc.ClientVersion())}); err != nil {
+	startData := map[string]any{"kind": "ssh", "login": c.info.login, "jti": c.info.id.Claims.ID, "roles": c.info.id.Roles,
+		"addr": t.Addr, "recording": rec.Path(), "client": string(c.sc.ClientVersion())}
+	if c.sess.BreakGlass {
+		// Flagged for the post-incident review (package breakglass), in
+		// the audit trail and at the start of the recording.
+		startData["breakglass"] = true
+		rec.Marker(now, "break-glass session: recorded for post-incident review")
+	}
+	if err := c.audit("session.start", startData); err != nil {
 		c.refuse(chans, "the session cannot be audited, so it is refused", err)
 		c.end()
 		return

@@ -16,6 +16,7 @@ func TestSecretPrompt(t *testing.T) {
 		{"Verification code: ", true},
 		{"\x1b[1;31mPassword:\x1b[0m ", true},
 		{"Enter password >", true},
+		{"Enter pass phrase for /etc/ssl/private/key.pem: ", true},
 		{"vigil$ ", false},
 		{"root@web1:~# ", false},
 		{"", false},
@@ -27,6 +28,44 @@ func TestSecretPrompt(t *testing.T) {
 	for _, tc := range cases {
 		if got := secretPrompt(tc.prompt); got != tc.want {
 			t.Errorf("secretPrompt(%q): got %v, want %v", tc.prompt, got, tc.want)
+		}
+	}
+}
+
+func TestRedactSecrets(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"ls -la", "ls -la"},
+		{"export TOKEN=abc.def.ghi", "export TOKEN=***"},
+		{"curl -H 'X-Api-Key: s3cr3t' https://x", "curl -H 'X-Api-Key: ***' https://x"},
+		{`PGPASSWORD="hunter2 x" psql`, `PGPASSWORD=*** psql`},
+		{"mysql -u root -pHunter2 db", "mysql -u root -p*** db"},
+		{"mkdir -p /tmp/x", "mkdir -p /tmp/x"},
+		{"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7", "[base64 data]"},
+		{"echo done", "echo done"},
+	}
+	for _, tc := range cases {
+		if got := redactSecrets(tc.in); got != tc.want {
+			t.Errorf("redactSecrets(%q): got %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestSecretLooking(t *testing.T) {
+	cases := []struct {
+		line string
+		want bool
+	}{
+		{"Hunter2Secret!", true},
+		{"CorrectHorseBatteryStaple", true},
+		{"uptime", false},
+		{"docker-compose", false},
+		{"./deploy.sh", false},
+		{"git status", false},
+		{"s3cr3t-pw", true},
+	}
+	for _, tc := range cases {
+		if got := secretLooking(tc.line); got != tc.want {
+			t.Errorf("secretLooking(%q): got %v, want %v", tc.line, got, tc.want)
 		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/vigil-pam/vigil/internal/alert"
@@ -25,8 +24,20 @@ type Alerter interface {
 	Raise(ctx context.Context, a alert.Alert) (alert.Alert, bool, error)
 }
 
+// BreakGlassEnforcer is implemented by a Config.Alerts value that knows
+// the break-glass rules policy (config breakglass.rules): EnforceOnBreakGlass
+// reports whether rule actions (block, pause, terminate) are enforced on
+// break-glass sessions. Without it, as with a nil Alerts, break-glass
+// sessions are alert-only: an emergency is never blocked, but every hit is
+// audited and alerted. (It rides on Alerts until Config has a field of its
+// own for it.)
+type BreakGlassEnforcer interface {
+	EnforceOnBreakGlass() bool
+}
+
 // ruleSet resolves the rules of the session's target: its own packs, or
-// the server's default packs.
+// the server's default packs; on a break-glass token, by default, with
+// every action reduced to alert.
 func (c *conn) ruleSet() (*rules.Set, error) {
 	if c.s.cfg.Rules == nil {
 		return nil, nil
@@ -35,7 +46,14 @@ func (c *conn) ruleSet() (*rules.Set, error) {
 	if len(packs) == 0 {
 		packs = c.s.cfg.DefaultRulePacks
 	}
-	return c.s.cfg.Rules.Set(packs)
+	set, err := c.s.cfg.Rules.Set(packs)
+	if err != nil || !c.info.id.Claims.BreakGlass {
+		return set, err
+	}
+	if e, ok := c.s.cfg.Alerts.(BreakGlassEnforcer); ok && e.EnforceOnBreakGlass() {
+		return set, nil
+	}
+	return set.AlertOnly(), nil
 }
 
 // reportHits records rule hits: an audit event per hit (durable before
@@ -145,30 +163,33 @@ func (ch *channel) commandRules(p []byte) ([]byte, bool) {
 	for off := 0; off < len(p); {
 		// p[:lineStart] holds whole lines the rules let through.
 		lineStart := off
-		if !ch.lineOpen {
-			ch.prompt, ch.lineOpen = ch.promptNow(), true
-		}
 		n, line, submitted := ch.editor.Feed(p[off:])
 		off += n
 		if !submitted || n <= 0 {
 			break
 		}
-		chunks, prompt := ch.lineChunks, ch.prompt
-		ch.lineChunks, ch.lineOpen = 0, false
+		chunks := ch.lineChunks
+		ch.lineChunks = 0
 		if strings.TrimSpace(line) == "" {
 			continue
 		}
-		shown := line
+		shown := redactSecrets(line)
 		switch {
 		case ch.typedUnechoed(line, chunks):
 			// Typed key by key and never echoed: a password prompt,
 			// not a command. Rules still act; the text is not
 			// repeated in the audit log and alerts.
-			shown = fmt.Sprintf("[input typed without echo: %d characters]", len(line))
-		case secretPrompt(prompt):
-			// Typed (or pasted) at a password prompt, before any echo
-			// could tell: kept out of the audit log the same way.
-			shown = fmt.Sprintf("[input at a password prompt: %d characters]", len(line))
+			shown = "[input typed without echo]"
+		case secretPrompt(ch.promptNow()):
+			// The screen ends in a password prompt with nothing echoed
+			// after it (an echoed line would follow the prompt): typed
+			// or pasted there. Kept out of the audit log the same way.
+			shown = "[input at a password prompt]"
+		case lineStart > 0 && secretLooking(line):
+			// Typed ahead in one chunk behind another line, before the
+			// target could answer (sudo -S, a pasted password): what
+			// looks like a secret is not kept.
+			shown = "[typed-ahead input that looks like a secret]"
 		}
 		if ch.editor.Uncertain() {
 			shown += " (reconstructed: may differ from what the shell ran)"
@@ -211,30 +232,6 @@ func (ch *channel) commandRules(p []byte) ([]byte, bool) {
 	}
 	return p, true
 }
-
-// secretPromptRE matches a prompt for a secret: a keyword, then at most a
-// few words, then ':', '?' or '>' at the end.
-var secretPromptRE = regexp.MustCompile(`(?i)(password|passphrase|passcode|passwort|secret|\bpin\b|token|\botp\b|one-time|verification code)[^\n]{0,40}[:?>]\s*$`)
-
-// secretPrompt reports whether prompt, the output a line was typed
-// after, asks for a secret (sudo, su, ssh, mysql -p, read -s -p …).
-func secretPrompt(prompt string) bool {
-	if prompt == "" {
-		return false
-	}
-	prompt = ansiRE.ReplaceAllString(prompt, "")
-	prompt = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return -1
-		}
-		return r
-	}, prompt)
-	return secretPromptRE.MatchString(prompt)
-}
-
-// ansiRE matches terminal escape sequences (CSI, OSC, and two-byte
-// escapes) that colour or move a prompt.
-var ansiRE = regexp.MustCompile(`\x1b\[[0-9;?<=>]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]`)
 
 // typedUnechoed reports whether line looks like a secret: typed over
 // several chunks (not pasted) with none of its characters echoed back.
