@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/vigil-pam/vigil/internal/alert"
 	"github.com/vigil-pam/vigil/internal/api"
 	"github.com/vigil-pam/vigil/internal/breakglass"
 )
@@ -355,13 +354,3 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-// gatewayAlerts is the alert store as the SSH gateway sees it, carrying
-// the break-glass rules policy (config breakglass.rules) as
-// sshgw.BreakGlassEnforcer.
-type gatewayAlerts struct {
-	*alert.Store
-	enforceOnBreakGlass bool
-}
-
-// EnforceOnBreakGlass implements sshgw.BreakGlassEnforcer.
-func (g gatewayAlerts) EnforceOnBreakGlass() bool { return g.enforceOnBreakGlass }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -110,6 +111,9 @@ func TestBreakGlass(t *testing.T) {
 		return false
 	})
 
+	// The break-glass token cannot mint ordinary tokens.
+	s.mustFail(tok, "cannot issue tokens", "token", "issue", "--user", "carol", "--grant", "web1:root:shell")
+
 	// A session with it: recorded and flagged; a block rule only alerts;
 	// warned before the TTL ends, ended when it does.
 	dir := t.TempDir()
@@ -163,6 +167,17 @@ func TestBreakGlass(t *testing.T) {
 	// Unreviewed: an unacknowledged alert and UNREVIEWED in the report.
 	if out := s.must("", "alerts", "ls", "--unacked", "--kind", "breakglass", "-o", "json"); !strings.Contains(out, `"rule": "breakglass.use"`) {
 		t.Fatalf("the unreviewed use is not an unacknowledged alert: %s", out)
+	}
+	// ... which a plain acknowledgement cannot clear: only the review.
+	var unacked []struct{ ID int64 }
+	json.Unmarshal([]byte(s.must("", "alerts", "ls", "--unacked", "--kind", "breakglass", "-o", "json")), &unacked)
+	for _, a := range unacked {
+		if _, errs, ok := s.vigil("", "alerts", "ack", strconv.FormatInt(a.ID, 10)); !ok && !strings.Contains(errs, "acknowledged by its review") {
+			t.Fatalf("ack of alert %d: %s", a.ID, errs)
+		}
+	}
+	if out := s.must("", "alerts", "ls", "--unacked", "--kind", "breakglass", "-o", "json"); !strings.Contains(out, `"rule": "breakglass.use"`) {
+		t.Fatalf("a plain ack cleared the unreviewed use: %s", out)
 	}
 	var rows []report.BreakglassRow
 	if err := json.Unmarshal([]byte(s.must("", "report", "breakglass", "-o", "json")), &rows); err != nil {

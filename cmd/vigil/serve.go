@@ -311,7 +311,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		return err
 	}
 	gw, err := sshgw.New(sshgw.Config{HostKey: hostKey, Verifier: verifier, Vault: vlt, Grants: grants, Locks: locks, Sessions: sessions, Live: live,
-		Rules: ruleEngine, DefaultRulePacks: cfg.Rules.Packs, Alerts: gatewayAlerts{Store: alerts, enforceOnBreakGlass: cfg.BreakGlass.Rules == config.BreakGlassEnforce},
+		Rules: ruleEngine, DefaultRulePacks: cfg.Rules.Packs, Alerts: alerts, EnforceOnBreakGlass: cfg.BreakGlass.Rules == config.BreakGlassEnforce,
 		Audit: auditLog, RecordingsDir: recDir, RecordingKeys: recKeys, Log: log, HandshakeTimeout: cfg.SSH.HandshakeTimeout,
 		IdleTimeout: cfg.SSH.IdleTimeout, Keepalive: cfg.SSH.Keepalive,
 		ExpiryWarning: cfg.SSH.ExpiryWarning, EnvAllow: cfg.SSH.EnvAllow, Ciphers: cfg.SSH.Ciphers})

@@ -93,6 +93,12 @@ func (s *Server) ackAlert(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "already_acked", "the alert was already acknowledged by "+a.AckedBy)
 		return
 	}
+	if a.Rule == "breakglass.use" {
+		// Acknowledged only by the post-incident review (by someone
+		// other than the user), so an unreviewed use stays visible.
+		writeError(w, http.StatusConflict, "needs_review", "a break-glass use is acknowledged by its review: vigil breakglass review JTI --note TEXT")
+		return
+	}
 	if !s.record(w, r, "alert.ack", a.Target, map[string]any{"alert": id, "note": in.Note}) {
 		return
 	}

@@ -71,6 +71,15 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request) {
 		req.TTL = d
 	}
 	caller := identity(r)
+	if caller.Claims.BreakGlass {
+		// A break-glass token is the emergency itself: it may not mint
+		// ordinary tokens that would outlive its revocation unflagged.
+		if !s.record(w, r, "token.issue_denied", "", map[string]any{"reason": "break-glass tokens cannot issue tokens", "jti": caller.Claims.ID}) {
+			return
+		}
+		writeError(w, http.StatusForbidden, "forbidden", "a break-glass token cannot issue tokens")
+		return
+	}
 	var stored []policy.Grant
 	if !caller.Admin {
 		var err error

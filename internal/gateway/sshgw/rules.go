@@ -24,17 +24,6 @@ type Alerter interface {
 	Raise(ctx context.Context, a alert.Alert) (alert.Alert, bool, error)
 }
 
-// BreakGlassEnforcer is implemented by a Config.Alerts value that knows
-// the break-glass rules policy (config breakglass.rules): EnforceOnBreakGlass
-// reports whether rule actions (block, pause, terminate) are enforced on
-// break-glass sessions. Without it, as with a nil Alerts, break-glass
-// sessions are alert-only: an emergency is never blocked, but every hit is
-// audited and alerted. (It rides on Alerts until Config has a field of its
-// own for it.)
-type BreakGlassEnforcer interface {
-	EnforceOnBreakGlass() bool
-}
-
 // ruleSet resolves the rules of the session's target: its own packs, or
 // the server's default packs; on a break-glass token, by default, with
 // every action reduced to alert.
@@ -50,7 +39,7 @@ func (c *conn) ruleSet() (*rules.Set, error) {
 	if err != nil || !c.info.id.Claims.BreakGlass {
 		return set, err
 	}
-	if e, ok := c.s.cfg.Alerts.(BreakGlassEnforcer); ok && e.EnforceOnBreakGlass() {
+	if c.s.cfg.EnforceOnBreakGlass {
 		return set, nil
 	}
 	return set.AlertOnly(), nil

@@ -82,6 +82,11 @@ type Config struct {
 	DefaultRulePacks []string
 	// Alerts receives rule hits as alerts; nil means audit events only.
 	Alerts Alerter
+	// EnforceOnBreakGlass applies rule actions (block, pause, terminate)
+	// on break-glass sessions too (config breakglass.rules: enforce).
+	// False, the default, reduces them to alerts there: an emergency is
+	// never blocked, but every hit is audited and alerted.
+	EnforceOnBreakGlass bool
 	// Live is the registry live sessions join (watch, pause, terminate,
 	// locks); nil means a registry of the gateway's own.
 	Live  *session.Registry
