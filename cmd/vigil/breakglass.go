@@ -353,4 +353,3 @@ func yesNo(b bool) string {
 	}
 	return "no"
 }
-
