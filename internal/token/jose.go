@@ -10,13 +10,16 @@ import (
 	"github.com/valyala/fastjson"
 )
 
-// parseHeader applies every header rule and returns alg, kid and typ.
+// parseHeader applies every header rule and returns alg, kid and typ. A
+// header refused by a rule (rather than undecodable) is returned with the
+// error, so the attempt records the alg and kid it claimed.
 func parseHeader(b []byte) (*header, error) {
 	m, err := decodeObject(b)
 	if err != nil {
 		return nil, fail(ReasonMalformed, "header: %v", err)
 	}
 	h := &header{}
+	var refused *VerifyError
 	for name, raw := range m {
 		switch name {
 		case "alg", "kid", "typ":
@@ -35,26 +38,28 @@ func parseHeader(b []byte) (*header, error) {
 		case "jku", "x5u", "x5c", "jwk":
 			// Keys come only from configuration; a token naming or
 			// embedding its own key is an attack, not a hint.
-			return nil, fail(ReasonKeyReference, "header %q", name)
+			refused = fail(ReasonKeyReference, "header %q", name)
 		case "crit", "b64":
-			return nil, fail(ReasonCrit, "header %q: no extensions are supported", name)
+			refused = fail(ReasonCrit, "header %q: no extensions are supported", name)
 		case "cty":
-			return nil, fail(ReasonMalformed, "nested or typed content (cty) is not accepted")
+			refused = fail(ReasonMalformed, "nested or typed content (cty) is not accepted")
 		}
 	}
 	switch {
+	case refused != nil:
+		return h, refused
 	case h.alg == "":
-		return nil, fail(ReasonMalformed, "header has no alg")
+		return h, fail(ReasonMalformed, "header has no alg")
 	case strings.EqualFold(strings.TrimSpace(h.alg), "none"):
-		return nil, fail(ReasonAlgNone, "alg %q", h.alg)
+		return h, fail(ReasonAlgNone, "alg %q", h.alg)
 	case strings.HasPrefix(strings.ToUpper(h.alg), "HS"):
-		return nil, fail(ReasonAlgHMAC, "alg %q", h.alg)
+		return h, fail(ReasonAlgHMAC, "alg %q", h.alg)
 	}
 	if _, ok := allowedAlgs[h.alg]; !ok {
-		return nil, fail(ReasonAlgNotAllowed, "alg %q", h.alg)
+		return h, fail(ReasonAlgNotAllowed, "alg %q", h.alg)
 	}
 	if h.kid == "" {
-		return nil, fail(ReasonMissingKID, "header has no kid")
+		return h, fail(ReasonMissingKID, "header has no kid")
 	}
 	return h, nil
 }

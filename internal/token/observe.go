@@ -41,6 +41,27 @@ func NewRecorder(sink audit.Sink, reg prometheus.Registerer, log *slog.Logger) *
 	return r
 }
 
+// Observers returns an Observer that calls each of obs in order (nil ones
+// are skipped) and stops at the first error, which fails the verification
+// closed: Observers(recorder.Verified, monitor.Observe) records before it
+// monitors. With no observers it records nothing.
+func Observers(obs ...Observer) Observer {
+	var list []Observer
+	for _, o := range obs {
+		if o != nil {
+			list = append(list, o)
+		}
+	}
+	return func(ctx context.Context, a *Attempt) error {
+		for _, o := range list {
+			if err := o(ctx, a); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 // Verified is an Observer: it counts the attempt and appends its event.
 func (r *Recorder) Verified(ctx context.Context, a *Attempt) error {
 	outcome := "rejected"

@@ -114,6 +114,22 @@ type Attempt struct {
 	Kind string
 	// Cached reports that the signature check was served from the cache.
 	Cached bool
+	// SignatureValid reports that the signature was verified, so Issuer,
+	// Subject, JTI and the facts below are the issuer's own claims even
+	// when a later check (expiry, revocation, lifetime, source) refused
+	// the token.
+	SignatureValid bool
+	// ExpiresAt and IssuedAt are the exp and iat claims once the
+	// signature is valid and the claims decoded; zero otherwise, or when
+	// the claim is absent.
+	ExpiresAt time.Time
+	IssuedAt  time.Time
+	// NoExpiry reports a validly signed token without an exp claim (it is
+	// refused as ReasonMissingClaim).
+	NoExpiry bool
+	// BreakGlass reports a Vigil token carrying the break-glass claim
+	// (bg); external tokens never do.
+	BreakGlass bool
 }
 
 // Observer is told of every verification. An error from it fails the
@@ -241,6 +257,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, source netip.Addr, a 
 			if err := v.stillValid(ctx, e); err != nil {
 				return nil, err
 			}
+			a.SignatureValid = true
 			if err := v.checkTime(&e.id.Claims, e.lifetime); err != nil {
 				return nil, err
 			}
@@ -259,10 +276,13 @@ func (v *Verifier) verify(ctx context.Context, raw string, source netip.Addr, a 
 	}
 	hdrJSON, _ := base64.RawURLEncoding.DecodeString(parts[0])
 	hdr, err := parseHeader(hdrJSON)
+	if hdr != nil {
+		// Also on refusal: the alg or kid of a refused header is evidence.
+		a.KID, a.Alg = hdr.kid, hdr.alg
+	}
 	if err != nil {
 		return nil, err
 	}
-	a.KID, a.Alg = hdr.kid, hdr.alg
 	for i, p := range parts[1:] {
 		if err := canonicalB64(p); err != nil {
 			return nil, fail(ReasonNonCanonical, "%s: %v", [2]string{"payload", "signature"}[i], err)
@@ -318,12 +338,18 @@ func (v *Verifier) verify(ctx context.Context, raw string, source netip.Addr, a 
 	if _, err := jws.VerifyCompactFast(key.pub, []byte(raw), allowedAlgs[key.alg]); err != nil {
 		return nil, fail(ReasonBadSignature, "kid %q", hdr.kid)
 	}
+	a.SignatureValid = true
 
 	// Signature good: now the claims mean something.
 	claims, err := decodeClaims(members, remote == nil)
 	if err != nil {
+		if exp, ok := members["exp"]; !ok || string(exp) == "null" {
+			a.NoExpiry = true
+		}
 		return nil, err
 	}
+	a.ExpiresAt, a.IssuedAt = claims.ExpiresAt.Time, claims.IssuedAt.Time
+	a.BreakGlass = claims.BreakGlass && remote == nil
 	lifetime := v.cfg.MaxTTL
 	id := &Identity{Claims: *claims, KID: key.kid, Alg: key.alg, External: remote != nil}
 	audience := v.cfg.Audience
@@ -360,8 +386,10 @@ func (v *Verifier) verify(ctx context.Context, raw string, source netip.Addr, a 
 	return id, nil
 }
 
+// fillAttempt records a cached identity.
 func fillAttempt(a *Attempt, id *Identity) {
 	a.Issuer, a.Subject, a.JTI, a.KID, a.Alg, a.Kind = id.Claims.Issuer, id.Claims.Subject, id.Claims.ID, id.KID, id.Alg, "vigil"
+	a.ExpiresAt, a.IssuedAt, a.BreakGlass = id.Claims.ExpiresAt.Time, id.Claims.IssuedAt.Time, id.Claims.BreakGlass
 	if id.External {
 		a.Kind = "external"
 	}
