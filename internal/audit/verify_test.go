@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -260,19 +261,37 @@ func TestVerifyCorruptDatabase(t *testing.T) {
 	}
 	l, _ := signedLog(t, db)
 	for i := 0; i < 3000; i++ {
-		if err := l.Append(ctx, Event{Type: "t", Data: map[string]any{"pad": strings.Repeat("x", 200)}}); err != nil {
+		if err := l.Append(ctx, Event{Type: "t", Actor: fmt.Sprintf("actor-marker-%04d", i), Data: map[string]any{"pad": strings.Repeat("x", 200)}}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	l.Close()
+	var pageSize int
+	db.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&pageSize)
 	db.Close()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Overwrite a page in the middle of the file with garbage.
-	for i := len(b) / 2; i < len(b)/2+4096 && i < len(b); i++ {
-		b[i] = 0xA5
+	// Overwrite with garbage every page holding one event's actor: the
+	// table's leaf page with that row is among them (the others are
+	// index pages), so verification reads a corrupt page.
+	marker := []byte("actor-marker-1500")
+	hit := 0
+	for off := 0; ; {
+		i := bytes.Index(b[off:], marker)
+		if i < 0 {
+			break
+		}
+		page := (off + i) / pageSize * pageSize
+		for j := page; j < page+pageSize; j++ {
+			b[j] = 0xA5
+		}
+		hit++
+		off = page + pageSize
+	}
+	if hit == 0 {
+		t.Fatal("the marker is not in the database file")
 	}
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
