@@ -29,6 +29,7 @@ import (
 	"github.com/vigil-pam/vigil/internal/config"
 	"github.com/vigil-pam/vigil/internal/gateway/sshgw"
 	"github.com/vigil-pam/vigil/internal/masterkey"
+	"github.com/vigil-pam/vigil/internal/monitor"
 	"github.com/vigil-pam/vigil/internal/policy"
 	"github.com/vigil-pam/vigil/internal/recording"
 	"github.com/vigil-pam/vigil/internal/report"
@@ -234,9 +235,23 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	case cacheSize < 0:
 		cacheSize = 0
 	}
+	alerts, err := alert.NewStore(db, nil, 0, reg)
+	if err != nil {
+		return err
+	}
+	// Every verification is recorded (fail closed), then handed to the
+	// monitor (never fails, never waits).
+	monCfg := cfg.Monitor
+	if monCfg.KeyAge.MaxAge == 0 && cfg.Token.RotateEvery > 0 {
+		monCfg.KeyAge.MaxAge = cfg.Token.RotateEvery + 24*time.Hour
+	}
+	mon, err := monitor.New(monCfg, monitor.Audited(alerts, auditLog), log, reg, time.Now)
+	if err != nil {
+		return err
+	}
 	verifier, err := token.NewVerifier(token.VerifierConfig{
 		Issuer: cfg.Token.Issuer, Audience: cfg.Token.Audience, MaxTTL: cfg.Token.MaxTTL,
-		Keyring: kr, Revocations: revs, Issuers: remotes, Observe: recorder.Verified, CacheSize: cacheSize,
+		Keyring: kr, Revocations: revs, Issuers: remotes, Observe: token.Observers(recorder.Verified, mon.Observe), CacheSize: cacheSize,
 		Leeway: &cfg.Token.ClockSkew,
 	})
 	if err != nil {
@@ -289,10 +304,6 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	}
 	if err := ruleEngine.ValidateSpecs(cfg.Rules.Packs); err != nil {
 		return fmt.Errorf("config: rules.packs: %w", err)
-	}
-	alerts, err := alert.NewStore(db, nil, 0, reg)
-	if err != nil {
-		return err
 	}
 	sinks, err := webhookSinks(cfg.Alerts.Webhooks)
 	if err != nil {
@@ -369,7 +380,20 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	for _, ri := range remotes {
 		go ri.Run(bg)
 	}
-	go housekeeping(bg, cfg, kr, revs, admTok, auditLog, log)
+	go housekeeping(bg, cfg, kr, revs, admTok, auditLog, mon, log)
+	monitorDone := make(chan struct{})
+	go func() {
+		defer close(monitorDone)
+		mon.Run(bg)
+	}()
+	go func() {
+		n, err := mon.LearnBaseline(bg, db)
+		if err != nil {
+			log.Warn("monitor: usual hours not learned from the audit log", "err", err)
+			return
+		}
+		log.Info("monitor: usual hours learned", "session_starts", n)
+	}()
 	go dispatcher.Run(bg)
 	forwarderDone := make(chan struct{})
 	go func() {
@@ -400,6 +424,9 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	}
 	log.Info("shutting down")
 	cancelBG()
+	// The monitor reports what it has counted (alerts and their audit
+	// events) before the audit log and the database close.
+	<-monitorDone
 	// The forwarder stores its last cursor before the database closes.
 	<-forwarderDone
 	// A disposal in progress finishes (its outcome event written) first.
@@ -553,7 +580,7 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 // housekeeping prunes revocations, rotates the signing key when due and
 // renews the admin token, until ctx ends.
 func housekeeping(ctx context.Context, cfg config.Config, kr *token.Keyring, revs *token.Revocations, admTok *adminToken,
-	sink audit.Sink, log *slog.Logger) {
+	sink audit.Sink, mon *monitor.Monitor, log *slog.Logger) {
 	t := time.NewTicker(housekeepingEvery)
 	defer t.Stop()
 	for {
@@ -572,6 +599,10 @@ func housekeeping(ctx context.Context, cfg config.Config, kr *token.Keyring, rev
 			if err := sink.Append(ctx, audit.Event{Type: "key.rotate", Actor: "vigil", Target: info.KID, Data: map[string]any{"kid": info.KID, "alg": info.Alg, "automatic": true}}); err != nil {
 				log.Error("audit append failed", "type", "key.rotate", "err", err)
 			}
+		}
+		// After any rotation: warns when the active key outlives the policy.
+		if err := mon.KeyAge(ctx, kr.List()); err != nil {
+			log.Warn("signing key age check", "err", err)
 		}
 		if admTok.due() {
 			if err := admTok.renew(ctx, false, io.Discard); err != nil {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigil-pam/vigil/internal/monitor"
 	"github.com/vigil-pam/vigil/internal/token"
 	"go.yaml.in/yaml/v3"
 )
@@ -52,6 +53,9 @@ type Config struct {
 	Retention Retention `yaml:"retention"`
 	// BreakGlass configures emergency access.
 	BreakGlass BreakGlass `yaml:"breakglass"`
+	// Monitor configures token security monitoring: detectors, their
+	// thresholds and severities (package monitor).
+	Monitor monitor.Config `yaml:"monitor"`
 }
 
 // Break-glass rule policies (BreakGlass.Rules).
@@ -218,6 +222,7 @@ func Default() Config {
 			ClockSkew:  token.Leeway,
 		},
 		BreakGlass: BreakGlass{Rules: BreakGlassAlertOnly, MaxFailures: 5, Lockout: 15 * time.Minute},
+		Monitor:    monitor.DefaultConfig(),
 	}
 }
 
@@ -325,6 +330,9 @@ func (c *Config) Validate() error {
 	}
 	if bg.Lockout < time.Second || bg.Lockout > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("breakglass.lockout %s: want 1s to 24h", bg.Lockout))
+	}
+	if err := c.Monitor.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("config: %w", err)
