@@ -191,13 +191,15 @@ func TestBreakGlass(t *testing.T) {
 	// Reviewed by someone other than the user.
 	carolAdmin := strings.TrimSpace(s.must("", "token", "issue", "--user", "carol", "--role", "admin"))
 	s.mustFail(carolAdmin, "someone other than its user", "breakglass", "review", jti, "--note", "fine by me")
-	if out := s.must("", "breakglass", "review", jti, "--note", "justified: disk full on web1"); !strings.Contains(out, "reviewed "+jti) {
+	s.mustFail("", "personal admin token", "breakglass", "review", jti, "--note", "shared token")
+	daveAdmin := strings.TrimSpace(s.must("", "token", "issue", "--user", "dave", "--role", "admin"))
+	if out := s.must(daveAdmin, "breakglass", "review", jti, "--note", "justified: disk full on web1"); !strings.Contains(out, "reviewed "+jti) {
 		t.Fatalf("review: %s", out)
 	}
-	s.mustFail("", "already reviewed", "breakglass", "review", jti, "--note", "again")
+	s.mustFail(daveAdmin, "already reviewed", "breakglass", "review", jti, "--note", "again")
 	rows = nil
 	json.Unmarshal([]byte(s.must("", "report", "breakglass", "-o", "json")), &rows)
-	if len(rows) != 1 || rows[0].Review != report.Reviewed || rows[0].ReviewedBy != "admin" || rows[0].ReviewNote != "justified: disk full on web1" {
+	if len(rows) != 1 || rows[0].Review != report.Reviewed || rows[0].ReviewedBy != "dave" || rows[0].ReviewNote != "justified: disk full on web1" {
 		t.Fatalf("got report %+v after the review", rows)
 	}
 	if out := s.must("", "alerts", "ls", "--unacked", "--kind", "breakglass", "-o", "json"); strings.Contains(out, `"rule": "breakglass.use"`) {

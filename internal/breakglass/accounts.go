@@ -79,8 +79,15 @@ func (s *Service) Init(ctx context.Context, req InitRequest) (*Armed, error) {
 		}
 		a.TwoPerson = a.TwoPerson || req.TwoPerson
 	} else {
+		// A name used before (an account removed and created again)
+		// continues its generations: uses of the old account keep
+		// theirs, and the single-use index stays unique.
+		var gen int64
+		if err := s.cfg.DB.QueryRowContext(ctx, `SELECT COALESCE(MAX(generation), 0) FROM breakglass_uses WHERE account = $1`, req.Name).Scan(&gen); err != nil {
+			return nil, fmt.Errorf("breakglass: init %s: %w", req.Name, err)
+		}
 		a = Account{Name: req.Name, Targets: req.Targets, MaxTTL: req.MaxTTL, TwoPerson: req.TwoPerson,
-			Generation: 1, CreatedAt: now, CreatedBy: req.By}
+			Generation: gen + 1, CreatedAt: now, CreatedBy: req.By}
 		if a.MaxTTL == 0 {
 			a.MaxTTL = min(DefaultMaxTTL, s.cfg.Signer.MaxTTL())
 		}

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/vigil-pam/vigil/internal/alert"
@@ -79,6 +80,13 @@ const (
 	maxNote   = 4000
 	// maxSecrets is the most secrets an account has (two-person rule).
 	maxSecrets = 2
+	// SharedAdmin is the subject of the bootstrap admin token, which may
+	// not review a use (a review must name a person).
+	SharedAdmin = "admin"
+	// maxInflight bounds the exchanges under way at once (one per
+	// source network): beyond it a request is refused at once with a
+	// retry hint instead of queueing for the hashing slots.
+	maxInflight = 8
 	// maxSecretLen bounds one presented secret, before any hashing.
 	maxSecretLen = 128
 	// hashConcurrency bounds the Argon2id computations at once: each
@@ -205,6 +213,10 @@ type Service struct {
 	byAccount *limiter
 	// hashing admits hashConcurrency Argon2id computations at once.
 	hashing chan struct{}
+	// inflightMu guards inflight: the source keys with an attempt under
+	// way (at most maxInflight, so waiting hashes are bounded too).
+	inflightMu sync.Mutex
+	inflight   map[string]bool
 	// wake tells Run that a use was made (its expiry may be the next).
 	wake chan struct{}
 }
@@ -244,6 +256,7 @@ func New(cfg Config) (*Service, error) {
 		bySource:  newLimiter(cfg.SourceLimit, cfg.Now),
 		byAccount: newLimiter(cfg.AccountLimit, cfg.Now),
 		hashing:   make(chan struct{}, hashConcurrency),
+		inflight:  map[string]bool{},
 		wake:      make(chan struct{}, 1),
 	}, nil
 }

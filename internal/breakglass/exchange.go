@@ -87,14 +87,33 @@ func (s *Service) Exchange(ctx context.Context, req ExchangeRequest) (*Issued, e
 		s.cfg.Log.Warn("break-glass request refused", "reason", reason, "account", req.Account, "user", req.User, "target", req.Target, "source", src)
 		return err
 	}
-	if err := checkForm(req); err != nil {
-		return nil, deny("invalid_request", err, nil)
-	}
-	if ok, retry := s.bySource.allow(src); !ok {
+	// Rate limits come first, before anything is hashed or recorded at
+	// length: a token is taken now and given back unless the attempt was
+	// a wrong secret.
+	srcKey := sourceKey(req.Source)
+	req.Account = truncate(req.Account, 128)
+	if ok, retry := s.bySource.take(srcKey); !ok {
 		return nil, deny("rate_limited_source", &RateLimitedError{RetryAfter: retry}, nil)
 	}
-	if ok, retry := s.byAccount.allow(req.Account); !ok {
+	if ok, retry := s.byAccount.take(req.Account); !ok {
+		s.bySource.refund(srcKey)
 		return nil, deny("rate_limited_account", &RateLimitedError{RetryAfter: retry}, nil)
+	}
+	wrong := false
+	defer func() {
+		if !wrong {
+			s.bySource.refund(srcKey)
+			s.byAccount.refund(req.Account)
+		}
+	}()
+	// One attempt at a time per source network: a burst from one place
+	// cannot queue up hashing work.
+	if !s.enter(srcKey) {
+		return nil, deny("rate_limited_source", &RateLimitedError{RetryAfter: time.Second}, nil)
+	}
+	defer s.leave(srcKey)
+	if err := checkForm(req); err != nil {
+		return nil, deny("invalid_request", err, nil)
 	}
 
 	acct, err := s.account(ctx, req.Account)
@@ -104,12 +123,11 @@ func (s *Service) Exchange(ctx context.Context, req ExchangeRequest) (*Issued, e
 		if err := s.dummyCheck(ctx, len(req.Secrets)); err != nil {
 			return nil, err
 		}
-		s.bySource.fail(src)
-		s.byAccount.fail(req.Account)
-		s.raise(ctx, alert.Alert{Severity: alert.High, Rule: "breakglass.wrong_secret", Actor: req.User, Target: req.Target, Source: src,
+		wrong = true
+		s.raise(ctx, alert.Alert{Severity: alert.High, Rule: "breakglass.wrong_secret", Actor: truncate(req.User, 128), Target: truncate(req.Target, 128), Source: src,
 			Summary:  fmt.Sprintf("break-glass attempt for unknown account %q from %s", truncate(req.Account, 64), src),
 			Data:     map[string]any{"account": truncate(req.Account, 64), "reason": "unknown_account"},
-			DedupKey: "breakglass|unknown_account|" + src})
+			DedupKey: "breakglass|unknown_account|" + srcKey})
 		return nil, deny("unknown_account", ErrDenied, nil)
 	}
 	if err != nil {
@@ -129,6 +147,7 @@ func (s *Service) Exchange(ctx context.Context, req ExchangeRequest) (*Issued, e
 	}
 	switch {
 	case m.matched == 0 || m.wrong > 0:
+		wrong = true
 		return nil, s.wrongSecret(ctx, acct, req, src, m, deny)
 	case !acct.Armed:
 		return nil, s.replayed(ctx, acct, req, src, deny)
@@ -156,10 +175,12 @@ func (s *Service) Exchange(ctx context.Context, req ExchangeRequest) (*Issued, e
 	if limit := min(acct.MaxTTL, s.cfg.Signer.MaxTTL()); ttl > limit {
 		return nil, deny("ttl_over_cap", invalid("ttl %s exceeds the account's maximum of %s", ttl, limit), nil)
 	}
-	actions := []string{token.ActionShell, token.ActionExec, token.ActionSFTP}
-	if t.Kind == vault.KindPostgres {
-		actions = []string{token.ActionQuery}
+	if t.Kind != vault.KindSSH {
+		// No gateway serves other kinds yet: a token for one would burn
+		// the secrets for nothing.
+		return nil, deny("target_kind", invalid("target %q is a %s target; break-glass serves SSH targets only for now", t.Name, t.Kind), nil)
 	}
+	actions := []string{token.ActionShell, token.ActionExec, token.ActionSFTP}
 	grant := token.Grant{Target: t.Name, Login: t.Login, Actions: actions}
 	raw, claims, err := s.cfg.Signer.Issue(token.Request{Subject: req.User, Grants: []token.Grant{grant}, TTL: ttl, BreakGlass: true})
 	if err != nil {
@@ -168,6 +189,11 @@ func (s *Service) Exchange(ctx context.Context, req ExchangeRequest) (*Issued, e
 	use := Use{JTI: claims.ID, Account: acct.Name, Generation: acct.Generation, User: req.User, Target: t.Name, Login: t.Login,
 		Reason: req.Reason, TTL: ttl, Time: claims.IssuedAt.Time, ExpiresAt: claims.ExpiresAt.Time, Source: src}
 	if err := s.spend(ctx, use); errors.Is(err, errSpent) {
+		// Lost the compare-and-swap: to a lockout set meanwhile, or to
+		// another exchange of the same secrets.
+		if cur, err := s.account(ctx, acct.Name); err == nil && cur.LockedUntil.After(s.now()) {
+			return nil, deny("locked", &LockedError{Until: cur.LockedUntil}, map[string]any{"locked_until": cur.LockedUntil.UTC().Format(time.RFC3339)})
+		}
 		return nil, s.replayed(ctx, acct, req, src, deny)
 	} else if err != nil {
 		return nil, err
@@ -305,8 +331,6 @@ func (s *Service) dummyCheck(ctx context.Context, n int) error {
 // persisted failures, locking it at MaxFailures), audits and alerts it.
 func (s *Service) wrongSecret(ctx context.Context, acct Account, req ExchangeRequest, src string, m match,
 	deny func(string, error, map[string]any) error) error {
-	s.bySource.fail(src)
-	s.byAccount.fail(acct.Name)
 	failures, lockedUntil, ferr := s.countFailure(ctx, acct.Name)
 	if ferr != nil {
 		s.cfg.Log.Error("break-glass failure not counted", "account", acct.Name, "err", ferr)
@@ -381,8 +405,10 @@ func (s *Service) replayed(ctx context.Context, acct Account, req ExchangeReques
 // arming was spent (or replaced) first.
 func (s *Service) spend(ctx context.Context, use Use) error {
 	err := s.cfg.DB.Tx(ctx, func(tx *sql.Tx) error {
+		// Armed, this arming, and not locked meanwhile (a lockout set by
+		// a concurrent wrong secret wins over a check made before it).
 		res, err := tx.ExecContext(ctx, `UPDATE breakglass_accounts SET armed = 0, failures = 0, used_jti = $1, used_at = $2
-			WHERE name = $3 AND armed = 1 AND generation = $4`, use.JTI, store.Nanos(use.Time), use.Account, use.Generation)
+			WHERE name = $3 AND armed = 1 AND generation = $4 AND locked_until <= $5`, use.JTI, store.Nanos(use.Time), use.Account, use.Generation, store.Nanos(use.Time))
 		if err != nil {
 			return err
 		}
@@ -440,4 +466,38 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n]
+}
+
+// sourceKey is the rate-limiting key of a client address: the address for
+// IPv4, its /64 for IPv6 (one host holds a whole /64).
+func sourceKey(a netip.Addr) string {
+	if !a.IsValid() {
+		return "unknown"
+	}
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}
+
+// enter admits one attempt per source key at a time; leave ends it.
+func (s *Service) enter(key string) bool {
+	s.inflightMu.Lock()
+	defer s.inflightMu.Unlock()
+	if s.inflight[key] {
+		return false
+	}
+	if len(s.inflight) >= maxInflight {
+		return false
+	}
+	s.inflight[key] = true
+	return true
+}
+
+func (s *Service) leave(key string) {
+	s.inflightMu.Lock()
+	delete(s.inflight, key)
+	s.inflightMu.Unlock()
 }

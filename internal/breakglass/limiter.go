@@ -58,11 +58,15 @@ func (l *limiter) refill(b *bucket, now time.Time) {
 	b.at = now
 }
 
-// allow reports whether key may try again, and if not, after how long it
-// may.
-func (l *limiter) allow(key string) (ok bool, retryAfter time.Duration) {
+// take takes one token from key's bucket before an attempt (so that
+// concurrent attempts cannot all pass a check made before any of them
+// failed) and reports whether there was one; if not, after how long there
+// will be. Attempts that turn out not to be wrong secrets give it back
+// with refund.
+func (l *limiter) take(key string) (ok bool, retryAfter time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	now := l.now()
 	b := l.buckets[key]
 	if b == nil {
 		if len(l.buckets) >= maxBuckets && !l.pruneLocked() {
@@ -71,10 +75,12 @@ func (l *limiter) allow(key string) (ok bool, retryAfter time.Duration) {
 		if l.limit.Burst < 1 {
 			return false, time.Hour
 		}
-		return true, 0
+		b = &bucket{tokens: float64(l.limit.Burst), at: now}
+		l.buckets[key] = b
 	}
-	l.refill(b, l.now())
+	l.refill(b, now)
 	if b.tokens >= 1 {
+		b.tokens--
 		return true, 0
 	}
 	if l.limit.Every <= 0 {
@@ -83,21 +89,14 @@ func (l *limiter) allow(key string) (ok bool, retryAfter time.Duration) {
 	return false, time.Duration((1 - b.tokens) * float64(l.limit.Every))
 }
 
-// fail takes one token from key's bucket.
-func (l *limiter) fail(key string) {
+// refund gives back the token an attempt took.
+func (l *limiter) refund(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	now := l.now()
-	b := l.buckets[key]
-	if b == nil {
-		if len(l.buckets) >= maxBuckets && !l.pruneLocked() {
-			return
-		}
-		b = &bucket{tokens: float64(l.limit.Burst), at: now}
-		l.buckets[key] = b
+	if b := l.buckets[key]; b != nil {
+		l.refill(b, l.now())
+		b.tokens = min(b.tokens+1, float64(l.limit.Burst))
 	}
-	l.refill(b, now)
-	b.tokens = max(b.tokens-1, 0)
 }
 
 // pruneLocked forgets full buckets (they are as good as new) and reports

@@ -102,8 +102,12 @@ func (s *Service) Review(ctx context.Context, jti, by, note, source string) (Use
 	switch {
 	case u.Reviewed():
 		return u, fmt.Errorf("%w by %s at %s", ErrReviewed, u.ReviewedBy, u.ReviewedAt.UTC().Format(time.RFC3339))
-	case by == u.User:
+	case strings.EqualFold(strings.TrimSpace(by), strings.TrimSpace(u.User)):
 		return u, ErrSelfReview
+	case by == SharedAdmin:
+		// The bootstrap admin token is shared: a review must name a
+		// person.
+		return u, invalid("review with a personal admin token (vigil token issue --user YOU --role admin), not the shared %q one", SharedAdmin)
 	}
 	if err := s.record(ctx, audit.Event{Type: EventReview, Actor: by, Target: u.Target, Source: source, Data: map[string]any{
 		"jti": u.JTI, "note": note, "account": u.Account, "user": u.User}}); err != nil {

@@ -131,8 +131,8 @@ func TestLimiter(t *testing.T) {
 	c := &clock{t: time.Unix(1_700_000_000, 0)}
 	type step struct {
 		advance time.Duration
-		fail    bool // record a failure before checking
-		allowed bool
+		allowed bool // take succeeds
+		refund  bool // the attempt was not a wrong secret
 	}
 	tests := []struct {
 		name  string
@@ -140,15 +140,15 @@ func TestLimiter(t *testing.T) {
 		steps []step
 	}{
 		{"burst then refused", Limit{Burst: 2, Every: time.Minute}, []step{
-			{allowed: true}, {fail: true, allowed: true}, {fail: true, allowed: false},
+			{allowed: true}, {allowed: true}, {allowed: false},
 		}},
 		{"refills one per period", Limit{Burst: 2, Every: time.Minute}, []step{
-			{fail: true, allowed: true}, {fail: true, allowed: false}, {advance: 30 * time.Second, allowed: false},
-			{advance: 30 * time.Second, allowed: true}, {fail: true, allowed: false},
-			{advance: 10 * time.Minute, allowed: true}, {fail: true, allowed: true},
+			{allowed: true}, {allowed: true}, {advance: 30 * time.Second, allowed: false},
+			{advance: 30 * time.Second, allowed: true}, {allowed: false},
+			{advance: 10 * time.Minute, allowed: true}, {allowed: true}, {allowed: false},
 		}},
-		{"successes cost nothing", Limit{Burst: 1, Every: time.Hour}, []step{
-			{allowed: true}, {allowed: true}, {allowed: true}, {fail: true, allowed: false},
+		{"refunded attempts cost nothing", Limit{Burst: 1, Every: time.Hour}, []step{
+			{allowed: true, refund: true}, {allowed: true, refund: true}, {allowed: true}, {allowed: false},
 		}},
 		{"zero limit allows nothing", Limit{}, []step{{allowed: false}}},
 	}
@@ -157,19 +157,19 @@ func TestLimiter(t *testing.T) {
 			l := newLimiter(tc.limit, c.now)
 			for i, st := range tc.steps {
 				c.add(st.advance)
-				if st.fail {
-					l.fail("k")
-				}
-				ok, retry := l.allow("k")
+				ok, retry := l.take("k")
 				if ok != st.allowed {
 					t.Fatalf("step %d: got allowed %v, want %v", i, ok, st.allowed)
 				}
 				if !ok && retry <= 0 {
 					t.Fatalf("step %d: refused without a retry time", i)
 				}
-				if ok := func() bool { ok, _ := l.allow("other"); return ok }(); ok != (tc.limit.Burst > 0) {
-					t.Fatalf("step %d: another key got allowed %v", i, ok)
+				if ok && st.refund {
+					l.refund("k")
 				}
+			}
+			if ok, _ := l.take("other"); ok != (tc.limit.Burst > 0) {
+				t.Fatalf("another key got allowed %v", ok)
 			}
 		})
 	}
@@ -179,13 +179,13 @@ func TestLimiterBoundsMemory(t *testing.T) {
 	c := &clock{t: time.Unix(1_700_000_000, 0)}
 	l := newLimiter(Limit{Burst: 1, Every: time.Hour}, c.now)
 	for i := range maxBuckets {
-		l.fail(strconv.Itoa(i))
+		l.take(strconv.Itoa(i))
 	}
-	if ok, _ := l.allow("newcomer"); ok {
+	if ok, _ := l.take("newcomer"); ok {
 		t.Fatal("a new key was admitted past the bound with no bucket to forget")
 	}
 	c.add(2 * time.Hour) // every bucket full again: forgettable
-	if ok, _ := l.allow("newcomer"); !ok {
+	if ok, _ := l.take("newcomer"); !ok {
 		t.Fatal("got refused, want the full buckets forgotten and the newcomer allowed")
 	}
 }

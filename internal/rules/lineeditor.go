@@ -103,6 +103,10 @@ func (e *LineEditor) Feed(p []byte) (n int, line string, submitted bool) {
 	return len(p), "", false
 }
 
+// Empty reports whether the line being typed is empty (nothing typed
+// since the last Enter, or the line was cancelled or killed).
+func (e *LineEditor) Empty() bool { return len(e.buf) == 0 }
+
 // Uncertain reports whether the line last returned by Feed may differ
 // from what the shell ran: it was recalled from history Vigil did not see
 // (typed before the session), completed with Tab, found by a history

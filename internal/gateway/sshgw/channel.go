@@ -77,6 +77,10 @@ type channel struct {
 	// tail is what the target printed since its last newline (at most
 	// tailMax bytes, guarded by mu): the prompt a line is typed at.
 	tail []byte
+	// linePrompt is tail when the line being typed began (guarded by
+	// inMu; "" while no line is being typed): a prompt that echoes what
+	// is typed no longer ends the screen at Enter.
+	linePrompt string
 }
 
 // tailMax bounds channel.tail.

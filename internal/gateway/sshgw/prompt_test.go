@@ -42,6 +42,9 @@ func TestRedactSecrets(t *testing.T) {
 		{"mkdir -p /tmp/x", "mkdir -p /tmp/x"},
 		{"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7", "[base64 data]"},
 		{"echo done", "echo done"},
+		{"curl -H 'Authorization: Bearer eyJhbGciOi.eyJzdWIi.c2ln' https://x", "curl -H 'Authorization: *** ***' https://x"},
+		{"curl -H 'Authorization: Basic dXNlcjpwYXNz' https://x", "curl -H 'Authorization: *** ***' https://x"},
+		{"git commit --author=alice -m fix", "git commit --author=alice -m fix"},
 	}
 	for _, tc := range cases {
 		if got := redactSecrets(tc.in); got != tc.want {

@@ -152,12 +152,15 @@ func (ch *channel) commandRules(p []byte) ([]byte, bool) {
 	for off := 0; off < len(p); {
 		// p[:lineStart] holds whole lines the rules let through.
 		lineStart := off
+		if ch.editor.Empty() {
+			ch.linePrompt = ch.promptNow()
+		}
 		n, line, submitted := ch.editor.Feed(p[off:])
 		off += n
 		if !submitted || n <= 0 {
 			break
 		}
-		chunks := ch.lineChunks
+		chunks, linePrompt := ch.lineChunks, ch.linePrompt
 		ch.lineChunks = 0
 		if strings.TrimSpace(line) == "" {
 			continue
@@ -169,10 +172,13 @@ func (ch *channel) commandRules(p []byte) ([]byte, bool) {
 			// not a command. Rules still act; the text is not
 			// repeated in the audit log and alerts.
 			shown = "[input typed without echo]"
-		case secretPrompt(ch.promptNow()):
-			// The screen ends in a password prompt with nothing echoed
-			// after it (an echoed line would follow the prompt): typed
-			// or pasted there. Kept out of the audit log the same way.
+		case secretPrompt(ch.promptNow()), secretPrompt(linePrompt) && strings.HasPrefix(ch.promptNow(), linePrompt):
+			// Typed (or pasted) at a prompt for a secret: the screen
+			// ends in it (nothing echoed), or the line began at it and
+			// the screen still shows it (an echoing prompt, such as aws
+			// configure's). A prompt left with ^C is gone from the
+			// screen, so the next command is not hidden. Kept out of
+			// the audit log the same way.
 			shown = "[input at a password prompt]"
 		case lineStart > 0 && secretLooking(line):
 			// Typed ahead in one chunk behind another line, before the

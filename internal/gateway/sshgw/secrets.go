@@ -38,7 +38,11 @@ func secretPrompt(prompt string) bool {
 
 // inlineSecretRE matches NAME=VALUE or NAME: VALUE where NAME says it is
 // a secret; the value is replaced.
-var inlineSecretRE = regexp.MustCompile(`(?i)((?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|auth)[\w-]*\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s'"]+)`)
+var inlineSecretRE = regexp.MustCompile(`(?i)(\b[\w-]*?(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|authorization|auth[_-]?token|credentials?)[\w-]*\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s'"]+)`)
+
+// schemeSecretRE matches an HTTP credential after its scheme
+// (Authorization: Bearer TOKEN, Basic BASE64).
+var schemeSecretRE = regexp.MustCompile(`(?i)\b(bearer|basic|digest)\s+([A-Za-z0-9._~+/=-]{8,})`)
 
 // mysqlPasswordRE matches mysql's -pSECRET (the password glued to -p).
 var mysqlPasswordRE = regexp.MustCompile(`(\s-p)(\S+)`)
@@ -52,6 +56,7 @@ func redactSecrets(line string) string {
 	if base64LineRE.MatchString(trimmed) {
 		return "[base64 data]"
 	}
+	line = schemeSecretRE.ReplaceAllString(line, "${1} ***")
 	line = inlineSecretRE.ReplaceAllString(line, "${1}***")
 	if strings.Contains(line, "mysql") || strings.Contains(line, "mariadb") {
 		line = mysqlPasswordRE.ReplaceAllString(line, "${1}***")
