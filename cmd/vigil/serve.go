@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	httppprof "net/http/pprof"
@@ -244,6 +245,15 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	monCfg := cfg.Monitor
 	if monCfg.KeyAge.MaxAge == 0 && cfg.Token.RotateEvery > 0 {
 		monCfg.KeyAge.MaxAge = cfg.Token.RotateEvery + 24*time.Hour
+	}
+	if _, set := monCfg.Lifetime.ByIssuer[cfg.Token.Issuer]; !set && cfg.Token.MaxTTL > monCfg.Lifetime.MaxLifetime {
+		// Vigil's own tokens may live token.max_ttl (the admin token
+		// does): that is policy, not a finding.
+		monCfg.Lifetime.ByIssuer = maps.Clone(monCfg.Lifetime.ByIssuer)
+		if monCfg.Lifetime.ByIssuer == nil {
+			monCfg.Lifetime.ByIssuer = map[string]time.Duration{}
+		}
+		monCfg.Lifetime.ByIssuer[cfg.Token.Issuer] = cfg.Token.MaxTTL
 	}
 	mon, err := monitor.New(monCfg, monitor.Audited(alerts, auditLog), log, reg, time.Now)
 	if err != nil {
