@@ -381,7 +381,7 @@ func (c *conn) recorded(err error) bool {
 		return true
 	}
 	c.recordingFailed(err)
-	return c.info.target.FailOpen
+	return c.failOpen()
 }
 
 // finish records what the channel still holds back.

@@ -381,7 +381,7 @@ func withTimeout(d time.Duration, f func() error) error {
 // user's message goes out before the channel's EOF).
 func (c *conn) recordingFailed(err error) {
 	next := recFailedClosed
-	if c.info.target.FailOpen {
+	if c.failOpen() {
 		next = recFailedOpen
 	}
 	if !c.recState.CompareAndSwap(recOK, next) {
@@ -540,4 +540,11 @@ func (c *conn) end() {
 	}
 	c.audit("session.end", data)
 	c.stop(e)
+}
+
+// failOpen reports whether the session may go on unrecorded after a
+// recording failure: only on a fail-open target, and never for a
+// break-glass session, whose every keystroke must be on record.
+func (c *conn) failOpen() bool {
+	return c.info.target.FailOpen && !c.info.id.Claims.BreakGlass
 }
