@@ -12,8 +12,10 @@ import (
 // written inline in commands. Rules always see the real line.
 
 // secretPromptRE matches a prompt for a secret: a keyword, then at most a
-// few words, then ':', '?' or '>' at the end.
-var secretPromptRE = regexp.MustCompile(`(?i)(password|passphrase|pass phrase|passcode|passwort|secret|\bpin\b|token|\botp\b|one-time|verification code)[^\n]{0,60}[:?>]\s*$`)
+// few words, then ':' or '?' at the end. ('>' is left out: shell prompts
+// such as "PS C:\secrets>" end in it, and every command there would be
+// hidden.)
+var secretPromptRE = regexp.MustCompile(`(?i)(password|passphrase|pass phrase|passcode|passwort|secret|\bpin\b|token|\botp\b|one-time|verification code)[^\n]{0,60}[:?]\s*$`)
 
 // ansiRE matches terminal escape sequences (CSI, OSC, and two-byte
 // escapes) that colour or move a prompt.
