@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vigil-pam/vigil/internal/backoff"
+	"github.com/vigil-pam/vigil/internal/metrics"
 	"github.com/vigil-pam/vigil/internal/store"
 )
 
@@ -116,11 +117,11 @@ func NewDispatcher(st *Store, sinks []Sink, log *slog.Logger, reg prometheus.Reg
 		}, []string{"sink"}),
 	}
 	var err error
-	if d.deliveries, err = register(reg, d.deliveries); err != nil {
-		return nil, err
+	if d.deliveries, err = metrics.Register(reg, d.deliveries); err != nil {
+		return nil, fmt.Errorf("alert: %w", err)
 	}
-	if d.backlog, err = register(reg, d.backlog); err != nil {
-		return nil, err
+	if d.backlog, err = metrics.Register(reg, d.backlog); err != nil {
+		return nil, fmt.Errorf("alert: %w", err)
 	}
 	for _, sk := range sinks {
 		for _, outcome := range []string{"delivered", "failed", "skipped"} {

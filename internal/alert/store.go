@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vigil-pam/vigil/internal/metrics"
 	"github.com/vigil-pam/vigil/internal/store"
 )
 
@@ -84,31 +85,13 @@ func NewStore(db *store.DB, now func() time.Time, window time.Duration, reg prom
 		}, []string{"kind"}),
 	}
 	var err error
-	if s.raisedTotal, err = register(reg, s.raisedTotal); err != nil {
-		return nil, err
+	if s.raisedTotal, err = metrics.Register(reg, s.raisedTotal); err != nil {
+		return nil, fmt.Errorf("alert: %w", err)
 	}
-	if s.mergedTotal, err = register(reg, s.mergedTotal); err != nil {
-		return nil, err
+	if s.mergedTotal, err = metrics.Register(reg, s.mergedTotal); err != nil {
+		return nil, fmt.Errorf("alert: %w", err)
 	}
 	return s, nil
-}
-
-// register registers c with reg (when not nil), returning the collector
-// already registered under the same name if there is one, so two stores
-// or dispatchers may share a registry.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("alert: register metrics: %w", err)
-	}
-	return c, nil
 }
 
 // Raise stores a, or merges it into a recent unacknowledged alert with the

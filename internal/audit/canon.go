@@ -29,17 +29,23 @@ type hasher struct {
 
 var hasherPool = sync.Pool{New: func() any { return &hasher{h: sha256.New(), buf: make([]byte, 0, 512)} }}
 
-// hashRow returns hex(SHA-256(prevHash ‖ canonical)) of a stored row.
-func hashRow(prevHash string, seq, timeNs int64, typ, actor, target, session, source string, data []byte) string {
-	hs := hasherPool.Get().(*hasher)
-	defer hasherPool.Put(hs)
+// hexSum fills hs.hex with hex(SHA-256(prevHash ‖ canonical)) of a row
+// and returns it; the slice is hs's, valid until hs is reused.
+func (hs *hasher) hexSum(prevHash string, seq, timeNs int64, typ, actor, target, session, source string, data []byte) []byte {
 	hs.buf = appendCanonical(hs.buf[:0], seq, timeNs, typ, actor, target, session, source, data)
 	hs.h.Reset()
 	hs.h.Write([]byte(prevHash))
 	hs.h.Write(hs.buf)
 	hs.h.Sum(hs.sum[:0])
 	hex.Encode(hs.hex[:], hs.sum[:])
-	return string(hs.hex[:])
+	return hs.hex[:]
+}
+
+// hashRow returns hex(SHA-256(prevHash ‖ canonical)) of a stored row.
+func hashRow(prevHash string, seq, timeNs int64, typ, actor, target, session, source string, data []byte) string {
+	hs := hasherPool.Get().(*hasher)
+	defer hasherPool.Put(hs)
+	return string(hs.hexSum(prevHash, seq, timeNs, typ, actor, target, session, source, data))
 }
 
 // matchRow reports whether hashRow(...) equals want without allocating
@@ -47,13 +53,7 @@ func hashRow(prevHash string, seq, timeNs int64, typ, actor, target, session, so
 func matchRow(want, prevHash string, seq, timeNs int64, typ, actor, target, session, source string, data []byte) bool {
 	hs := hasherPool.Get().(*hasher)
 	defer hasherPool.Put(hs)
-	hs.buf = appendCanonical(hs.buf[:0], seq, timeNs, typ, actor, target, session, source, data)
-	hs.h.Reset()
-	hs.h.Write([]byte(prevHash))
-	hs.h.Write(hs.buf)
-	hs.h.Sum(hs.sum[:0])
-	hex.Encode(hs.hex[:], hs.sum[:])
-	return string(hs.hex[:]) == want
+	return string(hs.hexSum(prevHash, seq, timeNs, typ, actor, target, session, source, data)) == want
 }
 
 func appendCanonical(dst []byte, seq, timeNs int64, typ, actor, target, session, source string, data []byte) []byte {

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/config"
+	"github.com/vigil-pam/vigil/internal/metrics"
 	"github.com/vigil-pam/vigil/internal/session"
 	"github.com/vigil-pam/vigil/internal/store"
 	"github.com/vigil-pam/vigil/internal/vault"
@@ -144,17 +145,9 @@ func New(cfg Config) (*Sweeper, error) {
 		}
 	}
 	s.holds = NewHolds(cfg.DB, s.now)
-	if cfg.Registerer != nil {
-		if err := cfg.Registerer.Register(s.disposedTotal); err != nil {
-			are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err)
-			if !ok {
-				return nil, fmt.Errorf("retention: register metrics: %w", err)
-			}
-			// Another sweeper on the same registry: count together.
-			if s.disposedTotal, ok = are.ExistingCollector.(prometheus.Counter); !ok {
-				return nil, fmt.Errorf("retention: register metrics: %w", err)
-			}
-		}
+	// Another sweeper on the same registry counts together.
+	if s.disposedTotal, err = metrics.Register(cfg.Registerer, s.disposedTotal); err != nil {
+		return nil, fmt.Errorf("retention: %w", err)
 	}
 	return s, nil
 }

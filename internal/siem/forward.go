@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/backoff"
+	"github.com/vigil-pam/vigil/internal/metrics"
 	"github.com/vigil-pam/vigil/internal/store"
 )
 
@@ -131,11 +132,11 @@ func NewForwarder(db *store.DB, src AuditSource, sinks []Sink, logger *slog.Logg
 		f.cursors[name] = c
 	}
 	var err error
-	if f.forwarded, err = register(reg, f.forwarded); err != nil {
-		return nil, err
+	if f.forwarded, err = metrics.Register(reg, f.forwarded); err != nil {
+		return nil, fmt.Errorf("siem: %w", err)
 	}
-	if f.failures, err = register(reg, f.failures); err != nil {
-		return nil, err
+	if f.failures, err = metrics.Register(reg, f.failures); err != nil {
+		return nil, fmt.Errorf("siem: %w", err)
 	}
 	if reg != nil {
 		if err := reg.Register(backlogCollector{f}); err != nil {
@@ -147,24 +148,6 @@ func NewForwarder(db *store.DB, src AuditSource, sinks []Sink, logger *slog.Logg
 		f.failures.WithLabelValues(sk.Name())
 	}
 	return f, nil
-}
-
-// register registers c with reg, or returns the collector already
-// registered under its name (a second Forwarder on one registry shares
-// the counters).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("siem: register metrics: %w", err)
-	}
-	return c, nil
 }
 
 // backlogDesc describes vigil_siem_backlog.
