@@ -1,24 +1,15 @@
 package api
 
 import (
-	"context"
-	"crypto/rand"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/vigil-pam/vigil/internal/audit"
-	"github.com/vigil-pam/vigil/internal/masterkey"
 	"github.com/vigil-pam/vigil/internal/policy"
 	"github.com/vigil-pam/vigil/internal/store"
-	"github.com/vigil-pam/vigil/internal/token"
 )
 
 type env struct {
@@ -30,41 +21,10 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	ctx := context.Background()
-	db, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "v.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	mk, _ := masterkey.New(secret, "test")
-	log, err := audit.Open(ctx, db, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { log.Close() })
-	reg := prometheus.NewRegistry()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	rec := token.NewRecorder(log, reg, logger)
-	kr, _, err := token.OpenKeyring(ctx, db, mk, token.KeyringConfig{MaxTTL: token.DefaultMaxTTL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	revs, _ := token.OpenRevocations(ctx, db, nil)
-	v, err := token.NewVerifier(token.VerifierConfig{Issuer: "vigil", Audience: "vigil", MaxTTL: token.DefaultMaxTTL,
-		Keyring: kr, Revocations: revs, Observe: rec.Verified})
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer := token.NewSigner(kr, token.IssuerSettings{Issuer: "vigil", Audience: "vigil"})
-	s := &Server{Verifier: v, Signer: signer, Keyring: kr, Revocations: revs, Grants: policy.NewGrants(db, nil),
-		Audit: log, Issuer: "vigil", Gatherer: reg, Log: logger, Now: time.Now}
-	e := &env{srv: httptest.NewServer(s.Handler()), db: db}
-	t.Cleanup(e.srv.Close)
-	e.admin, _, _ = signer.Issue(token.Request{Subject: "root", Roles: []string{token.RoleAdmin}})
-	e.user, _, _ = signer.Issue(token.Request{Subject: "alice"})
-	return e
+	f := newFixture(t, fixtureOptions{})
+	s := f.server(nil)
+	s.Grants = policy.NewGrants(f.db, nil)
+	return &env{srv: serve(t, s), db: f.db, admin: f.admin, user: f.user}
 }
 
 func (e *env) do(t *testing.T, method, path, tok, body string) (int, APIError) {

@@ -6,23 +6,17 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"encoding/pem"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vigil-pam/vigil/internal/alert"
 	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/breakglass"
-	"github.com/vigil-pam/vigil/internal/masterkey"
 	"github.com/vigil-pam/vigil/internal/policy"
 	"github.com/vigil-pam/vigil/internal/session"
-	"github.com/vigil-pam/vigil/internal/store"
 	"github.com/vigil-pam/vigil/internal/token"
 	"github.com/vigil-pam/vigil/internal/vault"
 	"golang.org/x/crypto/ssh"
@@ -39,33 +33,8 @@ type bgEnv struct {
 func newBreakGlassEnv(t *testing.T, maxFailures int) *bgEnv {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "v.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	mk, _ := masterkey.New(secret, "test")
-	log, err := audit.Open(ctx, db, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { log.Close() })
-	reg := prometheus.NewRegistry()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	kr, _, err := token.OpenKeyring(ctx, db, mk, token.KeyringConfig{MaxTTL: token.DefaultMaxTTL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	revs, _ := token.OpenRevocations(ctx, db, nil)
-	v, err := token.NewVerifier(token.VerifierConfig{Issuer: "vigil", Audience: "vigil", MaxTTL: token.DefaultMaxTTL,
-		Keyring: kr, Revocations: revs, Observe: token.NewRecorder(log, reg, logger).Verified})
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer := token.NewSigner(kr, token.IssuerSettings{Issuer: "vigil", Audience: "vigil"})
-	vlt := vault.New(db, mk, nil)
+	f := newFixture(t, fixtureOptions{})
+	vlt := vault.New(f.db, f.mk, nil)
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	block, _ := ssh.MarshalPrivateKey(key, "")
 	hostPub, _ := ssh.NewPublicKey(key.Public())
@@ -75,54 +44,28 @@ func newBreakGlassEnv(t *testing.T, maxFailures int) *bgEnv {
 			t.Fatal(err)
 		}
 	}
-	alerts, err := alert.NewStore(db, nil, 0, nil)
+	alerts, err := alert.NewStore(f.db, nil, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	live := session.NewRegistry(nil)
-	bg, err := breakglass.New(breakglass.Config{DB: db, Signer: signer, Targets: vlt, Audit: log, Alerts: alerts, Revocations: revs,
+	bg, err := breakglass.New(breakglass.Config{DB: f.db, Signer: f.signer, Targets: vlt, Audit: f.log, Alerts: alerts, Revocations: f.revs,
 		Live: live, Issuer: "vigil", MaxFailures: maxFailures, Lockout: time.Hour,
-		Params: breakglass.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Log: logger})
+		Params: breakglass.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Log: f.logger})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Verifier: v, Signer: signer, Keyring: kr, Revocations: revs, Grants: policy.NewGrants(db, nil), Vault: vlt,
-		Sessions: session.NewStore(db), Live: live, Audit: log, Alerts: alerts, BreakGlass: bg, Issuer: "vigil",
-		Gatherer: reg, Log: logger, Now: time.Now}
-	e := &bgEnv{srv: httptest.NewServer(s.Handler()), audit: log}
-	t.Cleanup(e.srv.Close)
-	e.admin, _, _ = signer.Issue(token.Request{Subject: "root", Roles: []string{token.RoleAdmin}})
-	e.carolAdmin, _, _ = signer.Issue(token.Request{Subject: "carol", Roles: []string{token.RoleAdmin}})
+	s := f.server(nil)
+	s.Grants, s.Vault, s.Sessions, s.Live, s.Alerts, s.BreakGlass = policy.NewGrants(f.db, nil), vlt, session.NewStore(f.db), live, alerts, bg
+	e := &bgEnv{srv: serve(t, s), audit: f.log, admin: f.admin}
+	e.carolAdmin, _, _ = f.signer.Issue(token.Request{Subject: "carol", Roles: []string{token.RoleAdmin}})
 	return e
 }
 
-// call sends body (JSON text) and decodes a 2xx answer into out; it
-// returns the status and, for an error, its code and message.
+// call is the package's call on this server.
 func (e *bgEnv) call(t *testing.T, method, path, tok, body string, out any) (int, APIError) {
 	t.Helper()
-	req, _ := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		var apiErr struct{ Error APIError }
-		if json.Unmarshal(b, &apiErr) != nil || apiErr.Error.Code == "" {
-			t.Fatalf("%s %s: error body %q is not the JSON error format", method, path, b)
-		}
-		return resp.StatusCode, apiErr.Error
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("%s %s: %v: %s", method, path, err, b)
-		}
-	}
-	return resp.StatusCode, APIError{}
+	return call(t, e.srv.URL, method, path, tok, body, out)
 }
 
 func (e *bgEnv) arm(t *testing.T, body string) []string {

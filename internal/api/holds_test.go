@@ -2,27 +2,19 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/config"
-	"github.com/vigil-pam/vigil/internal/masterkey"
 	"github.com/vigil-pam/vigil/internal/retention"
 	"github.com/vigil-pam/vigil/internal/session"
 	"github.com/vigil-pam/vigil/internal/store"
-	"github.com/vigil-pam/vigil/internal/token"
 	"github.com/vigil-pam/vigil/internal/vault"
 )
 
@@ -44,58 +36,19 @@ var holdsNow = time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func newHoldsEnv(t *testing.T) *holdsEnv {
 	t.Helper()
-	ctx := context.Background()
-	open := func(name string) *store.DB {
-		db, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	db, verifyDB := open("v.db"), open("verify.db")
 	now := func() time.Time { return holdsNow }
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	mk, _ := masterkey.New(secret, "test")
-	log, err := audit.Open(ctx, db, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { log.Close() })
-	verifyLog, err := audit.Open(ctx, verifyDB, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { verifyLog.Close() })
-	reg := prometheus.NewRegistry()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	kr, _, err := token.OpenKeyring(ctx, verifyDB, mk, token.KeyringConfig{MaxTTL: token.DefaultMaxTTL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	revs, _ := token.OpenRevocations(ctx, verifyDB, nil)
-	v, err := token.NewVerifier(token.VerifierConfig{Issuer: "vigil", Audience: "vigil", MaxTTL: token.DefaultMaxTTL,
-		Keyring: kr, Revocations: revs, Observe: token.NewRecorder(verifyLog, reg, logger).Verified})
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer := token.NewSigner(kr, token.IssuerSettings{Issuer: "vigil", Audience: "vigil"})
-	vlt := vault.New(db, mk, now)
+	f := newFixture(t, fixtureOptions{now: now, separateVerify: true})
+	vlt := vault.New(f.db, f.mk, now)
 	recordings := t.TempDir()
-	sweeper, err := retention.New(retention.Config{Policy: config.Retention{}, DB: db, Targets: vlt, Audit: log,
-		RecordingsDir: recordings, Now: now, Log: logger, Registerer: reg})
+	sweeper, err := retention.New(retention.Config{Policy: config.Retention{}, DB: f.db, Targets: vlt, Audit: f.log,
+		RecordingsDir: recordings, Now: now, Log: f.logger, Registerer: f.reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sessions := session.NewStore(db)
-	s := &Server{Verifier: v, Signer: signer, Keyring: kr, Revocations: revs, Vault: vlt, Sessions: sessions,
-		Live: session.NewRegistry(nil), Audit: log, Retention: sweeper, Issuer: "vigil", Gatherer: reg, Log: logger, Now: now}
-	e := &holdsEnv{srv: httptest.NewServer(s.Handler()), db: db, log: log, sessions: sessions, recordings: recordings}
-	t.Cleanup(e.srv.Close)
-	e.admin, _, _ = signer.Issue(token.Request{Subject: "root", Roles: []string{token.RoleAdmin}})
-	e.user, _, _ = signer.Issue(token.Request{Subject: "alice"})
-	return e
+	sessions := session.NewStore(f.db)
+	s := f.server(now)
+	s.Vault, s.Sessions, s.Live, s.Retention = vlt, sessions, session.NewRegistry(nil), sweeper
+	return &holdsEnv{srv: serve(t, s), db: f.db, log: f.log, sessions: sessions, recordings: recordings, admin: f.admin, user: f.user}
 }
 
 // addSession stores an ended session on target "web" whose recording,
@@ -120,31 +73,11 @@ func (e *holdsEnv) addSession(t *testing.T, user string, age time.Duration) (id,
 	return id, path
 }
 
-// do sends a request and decodes a JSON answer into out (when not nil);
-// it returns the status and, for an error, its code.
+// do is call on this server, returning the error code only.
 func (e *holdsEnv) do(t *testing.T, method, path, tok, body string, out any) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		var apiErr struct{ Error APIError }
-		if json.Unmarshal(b, &apiErr) != nil || apiErr.Error.Code == "" {
-			t.Fatalf("%s %s: error body %q is not the JSON error format", method, path, b)
-		}
-		return resp.StatusCode, apiErr.Error.Code
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("%s %s: %v in %q", method, path, err, b)
-		}
-	}
-	return resp.StatusCode, ""
+	status, apiErr := call(t, e.srv.URL, method, path, tok, body, out)
+	return status, apiErr.Code
 }
 
 // types returns the types of the action log's events, in order.

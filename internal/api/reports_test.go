@@ -1,25 +1,18 @@
 package api
 
 import (
-	"context"
-	"crypto/rand"
 	"encoding/csv"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vigil-pam/vigil/internal/audit"
-	"github.com/vigil-pam/vigil/internal/masterkey"
 	"github.com/vigil-pam/vigil/internal/report"
 	"github.com/vigil-pam/vigil/internal/store"
-	"github.com/vigil-pam/vigil/internal/token"
 )
 
 // reportEnv is an API server whose token verifications are recorded in
@@ -34,50 +27,11 @@ type reportEnv struct {
 
 func newReportEnv(t *testing.T, now time.Time) *reportEnv {
 	t.Helper()
-	ctx := context.Background()
-	open := func(name string) *store.DB {
-		db, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	db, verifyDB := open("v.db"), open("verify.db")
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	mk, _ := masterkey.New(secret, "test")
-	log, err := audit.Open(ctx, db, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { log.Close() })
-	verifyLog, err := audit.Open(ctx, verifyDB, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { verifyLog.Close() })
-	reg := prometheus.NewRegistry()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	kr, _, err := token.OpenKeyring(ctx, verifyDB, mk, token.KeyringConfig{MaxTTL: token.DefaultMaxTTL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	revs, _ := token.OpenRevocations(ctx, verifyDB, nil)
-	v, err := token.NewVerifier(token.VerifierConfig{Issuer: "vigil", Audience: "vigil", MaxTTL: token.DefaultMaxTTL,
-		Keyring: kr, Revocations: revs, Observe: token.NewRecorder(verifyLog, reg, logger).Verified})
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer := token.NewSigner(kr, token.IssuerSettings{Issuer: "vigil", Audience: "vigil"})
-	s := &Server{Verifier: v, Signer: signer, Keyring: kr, Revocations: revs, Audit: log,
-		Reports: report.New(db, func() time.Time { return now }), Issuer: "vigil", Gatherer: reg, Log: logger,
-		Now: func() time.Time { return now }}
-	e := &reportEnv{srv: httptest.NewServer(s.Handler()), db: db, log: log}
-	t.Cleanup(e.srv.Close)
-	e.admin, _, _ = signer.Issue(token.Request{Subject: "root", Roles: []string{token.RoleAdmin}})
-	e.user, _, _ = signer.Issue(token.Request{Subject: "alice"})
-	return e
+	f := newFixture(t, fixtureOptions{separateVerify: true})
+	clock := func() time.Time { return now }
+	s := f.server(clock)
+	s.Reports = report.New(f.db, clock)
+	return &reportEnv{srv: serve(t, s), db: f.db, log: f.log, admin: f.admin, user: f.user}
 }
 
 func (e *reportEnv) get(t *testing.T, path, tok string) (*http.Response, []byte) {
