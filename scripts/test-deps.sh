@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs on a fresh Debian machine, and nothing
 # that is already there: a C compiler for the race detector, the real
-# OpenSSH server and clients the SSH gateway is tested against, tmux and
-# asciinema.
+# OpenSSH server and clients the SSH gateway is tested against, the real
+# PostgreSQL server and psql the PostgreSQL gateway is tested against, tmux
+# and asciinema.
 set -euo pipefail
 
 if ! command -v go >/dev/null 2>&1; then
@@ -16,6 +17,9 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 for c in ssh scp sftp ssh-keygen; do
   command -v "$c" >/dev/null 2>&1 || { missing+=(openssh-client); break; }
 done
+# internal/pgtest runs the newest /usr/lib/postgresql/*/bin/postgres.
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 # tmux gives the real ssh client a real terminal to resize; asciinema
 # checks that exported recordings play.
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)

@@ -57,8 +57,10 @@ type server struct {
 	t    testing.TB
 	data string
 	addr string
-	// sshAddr is the SSH gateway's address.
+	// sshAddr is the SSH gateway's address; pgAddr the PostgreSQL
+	// gateway's.
 	sshAddr string
+	pgAddr  string
 	cmd     *exec.Cmd
 	// stdoutPath receives the server's stdout directly (no copying
 	// goroutine): what it printed before logging "serving" is there.
@@ -69,7 +71,7 @@ type server struct {
 	done   chan error
 }
 
-var servingRE = regexp.MustCompile(`msg="vigil serving" http=(\S+) ssh=(\S+)`)
+var servingRE = regexp.MustCompile(`msg="vigil serving" http=(\S+) ssh=(\S+) pg=(\S+)`)
 
 // startServer runs vigil serve on a free loopback port and waits until it
 // serves (or fails, returning its error output).
@@ -81,7 +83,7 @@ func startServer(t testing.TB, data string, env []string, args ...string) (*serv
 func startServerAs(t testing.TB, cred *syscall.Credential, data string, env []string, args ...string) (*server, error) {
 	t.Helper()
 	s := &server{t: t, data: data, done: make(chan error, 1)}
-	s.cmd = exec.Command(vigilBin, append([]string{"serve", "--http-addr", "127.0.0.1:0", "--ssh-addr", "127.0.0.1:0", "--data", data}, args...)...)
+	s.cmd = exec.Command(vigilBin, append([]string{"serve", "--http-addr", "127.0.0.1:0", "--ssh-addr", "127.0.0.1:0", "--pg-addr", "127.0.0.1:0", "--data", data}, args...)...)
 	s.cmd.Env = append(os.Environ(), env...)
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	out, err := os.CreateTemp(t.TempDir(), "stdout")
@@ -112,7 +114,7 @@ func startServerAs(t testing.TB, cred *syscall.Credential, data string, env []st
 	go func() { err := s.cmd.Wait(); pw.Close(); s.done <- err }()
 	select {
 	case addrs := <-ready:
-		s.addr, s.sshAddr = addrs[0], addrs[1]
+		s.addr, s.sshAddr, s.pgAddr = addrs[0], addrs[1], addrs[2]
 		t.Cleanup(func() { s.stop() })
 		return s, nil
 	case err := <-s.done:

@@ -28,10 +28,13 @@ import (
 	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/breakglass"
 	"github.com/vigil-pam/vigil/internal/config"
+	"github.com/vigil-pam/vigil/internal/gateway/pggw"
 	"github.com/vigil-pam/vigil/internal/gateway/sshgw"
+	"github.com/vigil-pam/vigil/internal/masking"
 	"github.com/vigil-pam/vigil/internal/masterkey"
 	"github.com/vigil-pam/vigil/internal/monitor"
 	"github.com/vigil-pam/vigil/internal/policy"
+	"github.com/vigil-pam/vigil/internal/querylog"
 	"github.com/vigil-pam/vigil/internal/recording"
 	"github.com/vigil-pam/vigil/internal/report"
 	"github.com/vigil-pam/vigil/internal/retention"
@@ -85,7 +88,7 @@ SIGINT or SIGTERM shuts down gracefully.`,
 				return err
 			}
 			fs := cmd.Flags()
-			for name, dst := range map[string]*string{"data": &cfg.Data, "http-addr": &cfg.HTTPAddr, "ssh-addr": &cfg.SSHAddr,
+			for name, dst := range map[string]*string{"data": &cfg.Data, "http-addr": &cfg.HTTPAddr, "ssh-addr": &cfg.SSHAddr, "pg-addr": &cfg.PGAddr,
 				"store": &cfg.Store, "recordings": &cfg.Recordings, "log-level": &cfg.LogLevel} {
 				if fs.Changed(name) {
 					*dst, _ = fs.GetString(name)
@@ -127,6 +130,7 @@ SIGINT or SIGTERM shuts down gracefully.`,
 	cmd.Flags().StringVar(&flagCfg.Data, "data", d.Data, "data directory")
 	cmd.Flags().StringVar(&flagCfg.HTTPAddr, "http-addr", d.HTTPAddr, "HTTP API listen address")
 	cmd.Flags().StringVar(&flagCfg.SSHAddr, "ssh-addr", d.SSHAddr, "SSH gateway listen address")
+	cmd.Flags().StringVar(&flagCfg.PGAddr, "pg-addr", d.PGAddr, "PostgreSQL gateway listen address")
 	cmd.Flags().StringVar(&flagCfg.Store, "store", "", "state database URL (default sqlite://DATA/vigil.db)")
 	cmd.Flags().StringVar(&flagCfg.Recordings, "recordings", "", "recording store: file://DIR (default file://DATA/recordings)")
 	cmd.Flags().StringVar(&flagCfg.LogLevel, "log-level", d.LogLevel, "log level: debug, info, warn, error")
@@ -339,6 +343,24 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	if err != nil {
 		return err
 	}
+	pgCert, err := pggw.LoadOrCreateCertificate(ctx, db, mk, cfg.PG.TLSCert, cfg.PG.TLSKey, cfg.PG.TLSHosts)
+	if err != nil {
+		return err
+	}
+	masker, err := masking.New(cfg.PG.Masking)
+	if err != nil {
+		return fmt.Errorf("config: pg.masking: %w", err)
+	}
+	queryLog := querylog.NewWriter(db, querylog.WriterOptions{Log: log, Registerer: reg})
+	pgw, err := pggw.New(pggw.Config{Certificate: pgCert, AllowPlaintextLoopback: cfg.PG.AllowPlaintextLoopback,
+		Verifier: verifier, Vault: vlt, Grants: grants, Locks: locks, Sessions: sessions, Live: live,
+		Rules: ruleEngine, DefaultRulePacks: pgRulePacks(cfg.Rules.Packs), Alerts: alerts, EnforceOnBreakGlass: cfg.BreakGlass.Rules == config.BreakGlassEnforce,
+		Masking: masker, QueryLog: queryLog, Audit: auditLog, RecordingsDir: recDir, RecordingKeys: recKeys, Log: log,
+		StartupTimeout: cfg.PG.StartupTimeout, IdleTimeout: cfg.PG.IdleTimeout, ExpiryWarning: cfg.PG.ExpiryWarning,
+		MaxMessage: cfg.PG.MaxMessage, RecordRows: cfg.PG.RecordRows})
+	if err != nil {
+		return err
+	}
 	srv := &api.Server{Verifier: verifier, Signer: signer, Keyring: kr, Revocations: revs, Grants: grants, Vault: vlt,
 		Sessions: sessions, Locks: locks, Live: live, Audit: auditLog, RecordingsDir: recDir, ArchiveDir: filepath.Join(cfg.Data, "audit-archive"), AuditKeys: auditKeys, RecordingKeys: recKeys, Alerts: alerts, Rules: ruleEngine, DefaultRulePacks: cfg.Rules.Packs, Issuer: cfg.Token.Issuer, Gatherer: reg, Log: log, Now: time.Now}
 	// Retention deletes expired recordings; its configuration is
@@ -364,6 +386,11 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		return fmt.Errorf("ssh: %w", err)
 	}
 	defer sshLn.Close()
+	pgLn, err := net.Listen("tcp", cfg.PGAddr)
+	if err != nil {
+		return fmt.Errorf("pg: %w", err)
+	}
+	defer pgLn.Close()
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
@@ -378,11 +405,11 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if err := auditLog.Append(ctx, audit.Event{Type: "vigil.start", Actor: "vigil", Data: map[string]any{
-		"http_addr": ln.Addr().String(), "ssh_addr": sshLn.Addr().String(), "store": strings.SplitN(cfg.StoreURL(), "://", 2)[0],
+		"http_addr": ln.Addr().String(), "ssh_addr": sshLn.Addr().String(), "pg_addr": pgLn.Addr().String(), "store": strings.SplitN(cfg.StoreURL(), "://", 2)[0],
 		"issuers": len(remotes), "ssh_host_key": ssh.FingerprintSHA256(hostKey.PublicKey())}}); err != nil {
 		return err
 	}
-	log.Info("vigil serving", "http", ln.Addr().String(), "ssh", sshLn.Addr().String(), "data", cfg.Data,
+	log.Info("vigil serving", "http", ln.Addr().String(), "ssh", sshLn.Addr().String(), "pg", pgLn.Addr().String(), "data", cfg.Data,
 		"kid", kr.List()[0].KID, "ssh_host_key", ssh.FingerprintSHA256(hostKey.PublicKey()))
 
 	bg, cancelBG := context.WithCancel(ctx)
@@ -417,13 +444,20 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	}()
 	go breakGlass.Run(bg)
 
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 3)
 	go func() { serveErr <- fmt.Errorf("http: %w", httpSrv.Serve(ln)) }()
 	gwCtx, stopGW := context.WithCancelCause(context.WithoutCancel(ctx))
 	gwDone := make(chan struct{})
 	go func() {
 		defer close(gwDone)
 		if err := gw.Serve(gwCtx, sshLn); err != nil {
+			serveErr <- err
+		}
+	}()
+	pgDone := make(chan struct{})
+	go func() {
+		defer close(pgDone)
+		if err := pgw.Serve(gwCtx, pgLn); err != nil {
 			serveErr <- err
 		}
 	}()
@@ -445,8 +479,13 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	// events are written, before the audit log closes.
 	stopGW(errors.New("vigil is shutting down"))
 	<-gwDone
+	<-pgDone
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
+	// Every statement of the ended database sessions is stored.
+	if err := queryLog.Close(sctx); err != nil {
+		log.Error("statement log not flushed", "err", err)
+	}
 	if err := httpSrv.Shutdown(sctx); err != nil {
 		log.Warn("http shutdown", "err", err)
 	}
@@ -454,6 +493,19 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		log.Error("audit append failed", "type", "vigil.stop", "err", err)
 	}
 	return runErr
+}
+
+// pgRulePacks are the default rule packs of database targets: the
+// configured defaults, always with the database pack (DROP, TRUNCATE,
+// DELETE and UPDATE without WHERE, ...) unless they name it with an
+// action of their own. A target that names its packs gets only those.
+func pgRulePacks(packs []string) []string {
+	for _, p := range packs {
+		if name, _, _ := strings.Cut(p, "="); name == rules.PackDatabase {
+			return packs
+		}
+	}
+	return append(append([]string(nil), packs...), rules.PackDatabase)
 }
 
 // webhookSinks builds the configured webhook sinks; each secret comes from

@@ -23,7 +23,7 @@ import (
 func newTargetCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "target", Short: "Manage targets: servers and databases reached through Vigil"}
 	var in api.TargetRequest
-	var keyFile, passwordEnv string
+	var keyFile, passwordEnv, caFile string
 	var labels []string
 	add := &cobra.Command{
 		Use:   "add NAME (--ssh HOST:PORT | --pg HOST:PORT --database DB) --login LOGIN (--key-file F | --password-env VAR)",
@@ -35,9 +35,15 @@ the master key, and never shown again by any command or API.
 The SSH host key is pinned now: give it with --host-key (an authorized_keys or
 known_hosts line), or Vigil fetches the key the target presents and pins it
 (trust on first use, recorded in the audit log). Every later connection
-checks it.`,
+checks it.
+
+A PostgreSQL target is reached over TLS: --tls require (the default without a
+CA) encrypts, --tls verify-full (the default with --tls-ca) also checks the
+server's certificate against --tls-ca (or the system roots) and its host name,
+--tls disable connects in the clear. Users connect to Vigil with the target's
+name as the database and its login as the user; see "vigil grant add".`,
 		Example: `  vigil target add web1 --ssh 10.0.0.5:22 --login root --key-file ./web1_id_ed25519 --label env=prod
-  DBPASS=... vigil target add db1 --pg 10.0.0.6:5432 --database app --login app --password-env DBPASS`,
+  DBPASS=... vigil target add db1 --pg 10.0.0.6:5432 --database app --login app --password-env DBPASS --tls-ca ./db-ca.pem`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			in.Name = args[0]
@@ -58,6 +64,13 @@ checks it.`,
 				in.Password = v
 			default:
 				return errors.New("give --key-file or --password-env")
+			}
+			if caFile != "" {
+				b, err := os.ReadFile(caFile)
+				if err != nil {
+					return fmt.Errorf("tls CA file: %w", err)
+				}
+				in.TLSCA = string(b)
 			}
 			in.Labels = map[string]string{}
 			for _, l := range labels {
@@ -90,6 +103,8 @@ checks it.`,
 	add.Flags().StringVar(&keyFile, "key-file", "", "unencrypted private key file for the login")
 	add.Flags().StringVar(&passwordEnv, "password-env", "", "environment variable holding the login's password")
 	add.Flags().StringVar(&in.HostKey, "host-key", "", "SSH host key to pin (default: trust on first use)")
+	add.Flags().StringVar(&in.TLS, "tls", "", "how Vigil reaches a pg target: disable, require, verify-full (default: verify-full with --tls-ca, else require)")
+	add.Flags().StringVar(&caFile, "tls-ca", "", "PEM CA certificate a pg target's certificate is checked against")
 	add.Flags().StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
 	add.Flags().BoolVar(&in.FailOpen, "fail-open", false, "let sessions continue unrecorded if their recording fails (default: end them)")
 	add.Flags().StringSliceVar(&in.RulePacks, "rules", nil, "rule packs to enable, PACK or PACK=ACTION, comma separated (default: the server's rules.packs); see vigil rules ls")

@@ -35,6 +35,10 @@ type TargetRequest struct {
 	FailOpen bool              `json:"fail_open,omitempty"`
 	// RulePacks enables real-time rule packs; empty means the default.
 	RulePacks []string `json:"rule_packs,omitempty"`
+	// TLS and TLSCA say how Vigil reaches a PostgreSQL target (see
+	// vault.Target).
+	TLS   string `json:"tls,omitempty"`
+	TLSCA string `json:"tls_ca,omitempty"`
 }
 
 func (s *Server) addTarget(w http.ResponseWriter, r *http.Request) {
@@ -43,7 +47,7 @@ func (s *Server) addTarget(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := vault.Target{Name: in.Name, Login: in.Login, Database: in.Database, Labels: in.Labels, FailOpen: in.FailOpen,
-		RulePacks: in.RulePacks, HostKey: in.HostKey, CreatedBy: identity(r).Claims.Subject}
+		RulePacks: in.RulePacks, HostKey: in.HostKey, TLS: in.TLS, TLSCA: in.TLSCA, CreatedBy: identity(r).Claims.Subject}
 	if err := s.Rules.ValidateSpecs(in.RulePacks); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
@@ -91,6 +95,9 @@ func (s *Server) addTarget(w http.ResponseWriter, r *http.Request) {
 	}
 	data := map[string]any{"kind": added.Kind, "addr": added.Addr, "login": added.Login, "auth": added.Auth,
 		"host_key_fingerprint": added.HostKeyFingerprint, "labels": added.Labels, "fail_open": added.FailOpen, "rule_packs": added.RulePacks}
+	if added.Kind == vault.KindPostgres {
+		data["database"], data["tls"], data["tls_ca"] = added.Database, added.TLS, added.TLSCA != ""
+	}
 	if tofu {
 		data["host_key_trust"] = "first use"
 	}

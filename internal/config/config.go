@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/vigil-pam/vigil/internal/masking"
 	"io"
 	"net"
 	"os"
@@ -28,6 +29,8 @@ type Config struct {
 	HTTPAddr string `yaml:"http_addr"`
 	// SSHAddr is the SSH gateway listen address.
 	SSHAddr string `yaml:"ssh_addr"`
+	// PGAddr is the PostgreSQL gateway listen address.
+	PGAddr string `yaml:"pg_addr"`
 	// Recordings is where recordings are stored: file://DIR; empty means
 	// file://DATA/recordings.
 	Recordings string `yaml:"recordings"`
@@ -41,6 +44,8 @@ type Config struct {
 	Issuers []token.IssuerConfig `yaml:"issuers"`
 	// SSH tunes the SSH gateway.
 	SSH SSH `yaml:"ssh"`
+	// PG tunes the PostgreSQL gateway.
+	PG PG `yaml:"pg"`
 	// Rules configures the real-time rules engine.
 	Rules Rules `yaml:"rules"`
 	// Alerts configures where alerts are sent besides the API.
@@ -185,6 +190,40 @@ type SSH struct {
 	Ciphers []string `yaml:"ciphers"`
 }
 
+// PG tunes the PostgreSQL gateway; zero values take the gateway's
+// defaults.
+type PG struct {
+	// TLSCert and TLSKey are the gateway's certificate and key (PEM
+	// files). Without them Vigil generates a self-signed certificate on
+	// first start (stored in the state database) for localhost, the
+	// loopback addresses and TLSHosts.
+	TLSCert  string   `yaml:"tls_cert"`
+	TLSKey   string   `yaml:"tls_key"`
+	TLSHosts []string `yaml:"tls_hosts"`
+	// AllowPlaintextLoopback lets clients on a loopback address connect
+	// without TLS (sslmode=disable). Everyone else must use TLS: the
+	// token travels as a cleartext password.
+	AllowPlaintextLoopback bool `yaml:"allow_plaintext_loopback"`
+	// StartupTimeout bounds TLS, login and the upstream connect (default
+	// 20s).
+	StartupTimeout time.Duration `yaml:"startup_timeout"`
+	// IdleTimeout ends sessions without traffic (default 30m).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// ExpiryWarning warns the user this long before their token expires
+	// (default 5m).
+	ExpiryWarning time.Duration `yaml:"expiry_warning"`
+	// MaxMessage caps one client message in bytes (default 64 MiB).
+	MaxMessage int `yaml:"max_message"`
+	// RecordRows caps the result rows per statement written into the
+	// recording's transcript (default 1000; -1 records none). The
+	// statement log always has the full counts.
+	RecordRows int `yaml:"record_rows"`
+	// Masking says which result values are masked before they reach the
+	// client and the recording (default masking.Default(): secret-looking
+	// column names, e-mail addresses, card numbers, national IDs, IBANs).
+	Masking masking.Config `yaml:"masking"`
+}
+
 // Token configures issuing and signing.
 type Token struct {
 	// Issuer is the "iss" of Vigil's tokens.
@@ -212,7 +251,9 @@ func Default() Config {
 		Data:     "./vigil-data",
 		HTTPAddr: "127.0.0.1:8080",
 		SSHAddr:  "127.0.0.1:2222",
+		PGAddr:   "127.0.0.1:6432",
 		LogLevel: "info",
+		PG:       PG{Masking: masking.Default()},
 		Token: Token{
 			Issuer:     "vigil",
 			Audience:   "vigil",
@@ -284,7 +325,7 @@ func (c *Config) Validate() error {
 	if c.Data == "" {
 		errs = append(errs, errors.New("data directory is empty"))
 	}
-	for name, addr := range map[string]string{"http_addr": c.HTTPAddr, "ssh_addr": c.SSHAddr} {
+	for name, addr := range map[string]string{"http_addr": c.HTTPAddr, "ssh_addr": c.SSHAddr, "pg_addr": c.PGAddr} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", name, addr, err))
 		}
@@ -294,6 +335,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.CheckpointEvery < 0 || c.Audit.CheckpointEvery > time.Minute {
 		errs = append(errs, fmt.Errorf("audit.checkpoint_every %s: want 0 (default 1s) up to 1m", c.Audit.CheckpointEvery))
+	}
+	if c.PG.IdleTimeout < 0 || c.PG.StartupTimeout < 0 || c.PG.ExpiryWarning < 0 || c.PG.MaxMessage < 0 || c.PG.RecordRows < -1 {
+		errs = append(errs, errors.New("pg: durations and sizes must not be negative (record_rows: -1 records none)"))
+	}
+	if (c.PG.TLSCert == "") != (c.PG.TLSKey == "") {
+		errs = append(errs, errors.New("pg: give both tls_cert and tls_key, or neither"))
+	}
+	if err := c.PG.Masking.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("pg.masking: %w", err))
 	}
 	if c.SSH.IdleTimeout < 0 || c.SSH.Keepalive < 0 || c.SSH.ExpiryWarning < 0 || c.SSH.HandshakeTimeout < 0 {
 		errs = append(errs, errors.New("ssh durations must not be negative"))

@@ -228,6 +228,39 @@ var migrations = []string{
 	CREATE UNIQUE INDEX breakglass_uses_arming ON breakglass_uses (account, generation);
 	CREATE INDEX breakglass_uses_expiry ON breakglass_uses (expired_at, expires_at);
 	ALTER TABLE sessions ADD COLUMN breakglass BIGINT NOT NULL DEFAULT 0;`,
+	// 7: the PostgreSQL gateway's statement log (one row per statement a
+	// database session sent, with its outcome; parameter values are never
+	// stored, only their number) with full-text search over the
+	// statement, and how Vigil reaches a PostgreSQL target over TLS.
+	`CREATE TABLE queries (
+		id          INTEGER PRIMARY KEY,
+		session     TEXT NOT NULL,
+		seq         BIGINT NOT NULL,
+		time        BIGINT NOT NULL,
+		subject     TEXT NOT NULL,
+		target      TEXT NOT NULL,
+		login       TEXT NOT NULL,
+		database    TEXT NOT NULL,
+		source      TEXT NOT NULL,
+		protocol    TEXT NOT NULL,
+		statement   TEXT NOT NULL,
+		params      BIGINT NOT NULL,
+		duration_us BIGINT NOT NULL,
+		rows        BIGINT NOT NULL,
+		tag         TEXT NOT NULL,
+		outcome     TEXT NOT NULL,
+		sqlstate    TEXT NOT NULL,
+		error       TEXT NOT NULL,
+		rule        TEXT NOT NULL,
+		masked      BIGINT NOT NULL
+	);
+	CREATE UNIQUE INDEX queries_session ON queries (session, seq);
+	CREATE INDEX queries_time ON queries (time);
+	CREATE INDEX queries_target ON queries (target, time);
+	CREATE INDEX queries_subject ON queries (subject, time);
+	CREATE VIRTUAL TABLE queries_fts USING fts5(statement, content='', contentless_delete=1);
+	ALTER TABLE targets ADD COLUMN tls TEXT NOT NULL DEFAULT '';
+	ALTER TABLE targets ADD COLUMN tls_ca TEXT NOT NULL DEFAULT '';`,
 }
 
 // SchemaVersion is the schema version this binary migrates to.

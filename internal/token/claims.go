@@ -19,10 +19,15 @@ const (
 	ActionSFTP    = "sftp"
 	ActionForward = "forward"
 	ActionQuery   = "query"
+	// ActionReadOnly is not an action of its own: beside query it
+	// restricts the grant to statements that cannot write (the
+	// PostgreSQL gateway refuses the others and runs the session with
+	// default_transaction_read_only on).
+	ActionReadOnly = "read-only"
 )
 
 // KnownActions lists every action in a fixed order.
-var KnownActions = []string{ActionShell, ActionExec, ActionSFTP, ActionForward, ActionQuery}
+var KnownActions = []string{ActionShell, ActionExec, ActionSFTP, ActionForward, ActionQuery, ActionReadOnly}
 
 // RoleAdmin is the role that lets a Vigil token administer Vigil.
 const RoleAdmin = "admin"
@@ -51,6 +56,9 @@ func (g Grant) Validate() error {
 		if slices.Contains(g.Actions[:i], a) {
 			return fmt.Errorf("grant %s:%s: action %q repeated", g.Target, g.Login, a)
 		}
+	}
+	if slices.Contains(g.Actions, ActionReadOnly) && !slices.Contains(g.Actions, ActionQuery) {
+		return fmt.Errorf("grant %s:%s: %q qualifies the query action and needs it", g.Target, g.Login, ActionReadOnly)
 	}
 	return nil
 }

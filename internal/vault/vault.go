@@ -8,6 +8,7 @@ package vault
 
 import (
 	"context"
+	"crypto/x509"
 	"database/sql"
 	"encoding/base64"
 	"encoding/json"
@@ -49,8 +50,15 @@ type Target struct {
 	// HostKeyFingerprint is its SHA-256 fingerprint.
 	HostKeyFingerprint string `json:"host_key_fingerprint,omitempty"`
 	// Database is the database name on a PostgreSQL target.
-	Database string            `json:"database,omitempty"`
-	Labels   map[string]string `json:"labels,omitempty"`
+	Database string `json:"database,omitempty"`
+	// TLS is how Vigil reaches a PostgreSQL target: "disable",
+	// "require" or "verify-full"; empty means verify-full when TLSCA is
+	// set, else require.
+	TLS string `json:"tls,omitempty"`
+	// TLSCA is the PEM CA certificate a PostgreSQL target's certificate
+	// is checked against (verify-full); empty means the system roots.
+	TLSCA  string            `json:"tls_ca,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
 	// FailOpen lets a session continue unrecorded when its recording
 	// fails mid-session. The default (false) ends the session.
 	FailOpen bool `json:"fail_open"`
@@ -95,6 +103,22 @@ func (t *Target) Validate() error {
 	}
 	if t.Kind == KindPostgres && (t.Auth != AuthPassword || t.Database == "") {
 		return errors.New("vault: a pg target needs --database and a password")
+	}
+	switch t.TLS {
+	case "", "disable", "require", "verify-full":
+	default:
+		return fmt.Errorf("vault: tls mode %q: want disable, require or verify-full", t.TLS)
+	}
+	if (t.TLS != "" || t.TLSCA != "") && t.Kind != KindPostgres {
+		return errors.New("vault: tls settings apply to pg targets only")
+	}
+	if t.TLSCA != "" {
+		if t.TLS == "disable" || t.TLS == "require" {
+			return fmt.Errorf("vault: a CA certificate is only checked with tls verify-full, not %s", t.TLS)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM([]byte(t.TLSCA)) {
+			return errors.New("vault: the tls CA is not a PEM certificate")
+		}
 	}
 	if t.HostKey != "" {
 		if _, err := ParseHostKey(t.HostKey); err != nil {
@@ -183,10 +207,10 @@ func (v *Vault) Add(ctx context.Context, t Target, secret []byte) (Target, error
 		failOpen = 1
 	}
 	res, err := v.db.ExecContext(ctx, `INSERT INTO targets
-		(name, kind, addr, login, auth, secret, host_key, database, labels, fail_open, created_at, created_by, rule_packs)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (name) DO NOTHING`,
+		(name, kind, addr, login, auth, secret, host_key, database, labels, fail_open, created_at, created_by, rule_packs, tls, tls_ca)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (name) DO NOTHING`,
 		t.Name, t.Kind, t.Addr, t.Login, t.Auth, sealed, t.HostKey, t.Database, string(labels), failOpen,
-		store.Nanos(t.CreatedAt), t.CreatedBy, strings.Join(t.RulePacks, ","))
+		store.Nanos(t.CreatedAt), t.CreatedBy, strings.Join(t.RulePacks, ","), t.TLS, t.TLSCA)
 	if err != nil {
 		return Target{}, fmt.Errorf("vault: add %s: %w", t.Name, err)
 	}
@@ -216,13 +240,13 @@ func (v *Vault) SetRulePacks(ctx context.Context, name string, packs []string) e
 	return nil
 }
 
-const targetColumns = `name, kind, addr, login, auth, host_key, database, labels, fail_open, created_at, created_by, rule_packs`
+const targetColumns = `name, kind, addr, login, auth, host_key, database, labels, fail_open, created_at, created_by, rule_packs, tls, tls_ca`
 
 func scanTarget(row interface{ Scan(...any) error }) (Target, error) {
 	var t Target
 	var labels, packs string
 	var failOpen, created int64
-	if err := row.Scan(&t.Name, &t.Kind, &t.Addr, &t.Login, &t.Auth, &t.HostKey, &t.Database, &labels, &failOpen, &created, &t.CreatedBy, &packs); err != nil {
+	if err := row.Scan(&t.Name, &t.Kind, &t.Addr, &t.Login, &t.Auth, &t.HostKey, &t.Database, &labels, &failOpen, &created, &t.CreatedBy, &packs, &t.TLS, &t.TLSCA); err != nil {
 		return Target{}, err
 	}
 	if packs != "" {

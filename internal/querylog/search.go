@@ -1,0 +1,280 @@
+package querylog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/vigil-pam/vigil/internal/store"
+)
+
+// Limits of search.
+const (
+	// DefaultLimit is the page size when Query.Limit is zero.
+	DefaultLimit = 100
+	// MaxLimit caps Query.Limit.
+	MaxLimit = 1000
+	// maxTextTerms bounds the words of a full-text query.
+	maxTextTerms = 16
+	// perRowMax is the most rows the indexed filters may select for a
+	// text search to check them one by one (see Search).
+	perRowMax = 256
+)
+
+// ErrBadQuery wraps every error caused by the query itself (as opposed to
+// the store), so the API can answer 400.
+var ErrBadQuery = errors.New("querylog: bad query")
+
+// Query selects stored entries; zero fields do not filter.
+type Query struct {
+	// Session, User and Target match exactly.
+	Session, User, Target string
+	// Source matches the client address exactly, or its host part (an
+	// address without a port matches every port).
+	Source string
+	// Since and Until bound the statement's time: Since ≤ time < Until.
+	Since, Until time.Time
+	// Text is a full-text query over the statement: words (all must
+	// occur, any order) and "quoted phrases"; a word ending in * matches
+	// as a prefix. Case and punctuation are ignored; FTS5 operators (OR,
+	// NOT, NEAR, parentheses) are searched as words.
+	Text string
+	// Outcome is one of the Outcome constants.
+	Outcome string
+	// After is a cursor (Result.Next): only entries after the one with
+	// this ID in the result's order (a greater ID, or a smaller one with
+	// Desc).
+	After int64
+	// Desc returns newest (highest ID) first.
+	Desc bool
+	// Limit caps the result; 0 means DefaultLimit, at most MaxLimit.
+	Limit int
+}
+
+// Result is a page of a search.
+type Result struct {
+	// Entries are in ID order (descending with Query.Desc).
+	Entries []Stored
+	// Next is the Query.After that continues the search, 0 when there is
+	// nothing more.
+	Next int64
+}
+
+// Search returns the entries of db matching q, in ID order (the order
+// they were stored; newest first with q.Desc). Session, User, Target and
+// time use the table's indexes (Source and Outcome are checked on the rows
+// those, or the ID order, select). Text uses the full-text index, joined
+// to the table by rowid: it drives the search in ID order, or checks each
+// row when the indexed filters select few. Errors caused by q wrap
+// ErrBadQuery.
+func Search(ctx context.Context, db *store.DB, q Query) (Result, error) {
+	switch {
+	case q.Limit < 0:
+		return Result{}, fmt.Errorf("%w: negative limit", ErrBadQuery)
+	case q.Limit == 0:
+		q.Limit = DefaultLimit
+	case q.Limit > MaxLimit:
+		q.Limit = MaxLimit
+	}
+	if q.After < 0 {
+		return Result{}, fmt.Errorf("%w: negative cursor", ErrBadQuery)
+	}
+	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Until.After(q.Since) {
+		return Result{}, fmt.Errorf("%w: until (%s) is not after since (%s)", ErrBadQuery,
+			q.Until.Format(time.RFC3339), q.Since.Format(time.RFC3339))
+	}
+	if q.Outcome != "" && !slices.Contains(outcomes, q.Outcome) {
+		return Result{}, fmt.Errorf("%w: outcome %q is not one of %s", ErrBadQuery, q.Outcome, strings.Join(outcomes, ", "))
+	}
+	var where []string
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	var match string
+	if q.Text != "" {
+		var err error
+		if match, err = ftsQuery(q.Text); err != nil {
+			return Result{}, err
+		}
+	}
+	after := " > "
+	if q.Desc {
+		after = " < "
+	}
+	// First the filters an index answers on its own (each index holds
+	// the time and the rowid): they decide how text is searched.
+	for _, f := range []struct{ col, v string }{{"q.session", q.Session}, {"q.subject", q.User}, {"q.target", q.Target}} {
+		if f.v != "" {
+			where = append(where, f.col+" = "+arg(f.v))
+		}
+	}
+	narrow := len(where) > 0
+	if !q.Since.IsZero() {
+		where = append(where, "q.time >= "+arg(store.Nanos(q.Since)))
+	}
+	if !q.Until.IsZero() {
+		where = append(where, "q.time < "+arg(store.Nanos(q.Until)))
+	}
+	if q.After > 0 {
+		where = append(where, "q.id"+after+arg(q.After))
+	}
+	// Text is searched one of two ways. Checking each row the indexed
+	// filters select against the full-text index costs tens of
+	// microseconds a row, so it is the way when they select few (a
+	// session, a quiet user). Otherwise the full-text index drives: it
+	// yields matching rowids in order, each is looked up and the other
+	// filters checked, until a page is full; that costs little per match
+	// however many rows match.
+	perRow := false
+	if match != "" && narrow {
+		n, err := countUpTo(ctx, db, where, args, perRowMax+1)
+		if err != nil {
+			return Result{}, err
+		}
+		perRow = n <= perRowMax
+	}
+	if q.Outcome != "" {
+		where = append(where, "q.outcome = "+arg(q.Outcome))
+	}
+	if q.Source != "" {
+		// "10.0.0.5" matches "10.0.0.5:51234"; "[::1]" and "::1" both
+		// match "[::1]:5432".
+		host := strings.TrimSuffix(strings.TrimPrefix(q.Source, "["), "]")
+		if strings.Contains(host, ":") {
+			host = "[" + host + "]"
+		}
+		where = append(where, "(q.source = "+arg(q.Source)+" OR (q.source >= "+arg(host+":")+" AND q.source < "+arg(host+";")+"))")
+	}
+	from, id := "queries q", "q.id"
+	switch {
+	case match == "":
+	case perRow:
+		where = append(where, "EXISTS (SELECT 1 FROM queries_fts WHERE queries_fts MATCH "+arg(match)+" AND queries_fts.rowid = q.id)")
+	default:
+		// CROSS JOIN keeps the full-text index the outer loop: SQLite
+		// does not reorder it.
+		from, id = "queries_fts CROSS JOIN queries q ON q.id = queries_fts.rowid", "queries_fts.rowid"
+		where = append(where, "queries_fts MATCH "+arg(match))
+		if q.After > 0 {
+			// The cursor bounds the full-text scan itself.
+			where = append(where, id+after+arg(q.After))
+		}
+	}
+	order := " ORDER BY " + id
+	if q.Desc {
+		order += " DESC"
+	}
+	sqlText := "SELECT " + columns + " FROM " + from
+	if len(where) > 0 {
+		sqlText += " WHERE " + strings.Join(where, " AND ")
+	}
+	// One more than a page says whether there is a next one.
+	rows, err := db.QueryContext(ctx, sqlText+order+" LIMIT "+arg(q.Limit+1), args...)
+	if err != nil {
+		return Result{}, fmt.Errorf("querylog: search: %w", err)
+	}
+	entries, err := scan(rows)
+	if err != nil {
+		return Result{}, fmt.Errorf("querylog: search: %w", err)
+	}
+	res := Result{Entries: entries}
+	if len(entries) > q.Limit {
+		res.Entries = entries[:q.Limit]
+		res.Next = res.Entries[q.Limit-1].ID
+	}
+	return res, nil
+}
+
+// countUpTo returns how many rows of queries q match where, counting no
+// further than limit.
+func countUpTo(ctx context.Context, db *store.DB, where []string, args []any, limit int) (int, error) {
+	var n int
+	err := db.QueryRowContext(ctx, "SELECT count(*) FROM (SELECT 1 FROM queries q WHERE "+strings.Join(where, " AND ")+
+		fmt.Sprintf(" LIMIT %d)", limit), args...).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("querylog: search: %w", err)
+	}
+	return n, nil
+}
+
+// Search is the package's Search over the writer's store.
+func (w *Writer) Search(ctx context.Context, q Query) (Result, error) {
+	return Search(ctx, w.db, q)
+}
+
+// columns are what scan reads, in its order.
+const columns = `q.id, q.session, q.seq, q.time, q.subject, q.target, q.login, q.database, q.source, q.protocol,
+	q.statement, q.params, q.duration_us, q.rows, q.tag, q.outcome, q.sqlstate, q.error, q.rule, q.masked`
+
+func scan(rows *sql.Rows) ([]Stored, error) {
+	defer rows.Close()
+	var out []Stored
+	for rows.Next() {
+		var s Stored
+		var t, us int64
+		if err := rows.Scan(&s.ID, &s.Session, &s.Seq, &t, &s.User, &s.Target, &s.Login, &s.Database, &s.Source, &s.Protocol,
+			&s.Statement, &s.Params, &us, &s.Rows, &s.Tag, &s.Outcome, &s.SQLState, &s.Error, &s.Rule, &s.Masked); err != nil {
+			return nil, err
+		}
+		s.Time = store.Time(t)
+		s.Duration = time.Duration(us) * time.Microsecond
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// ftsQuery turns a user's text into an FTS5 query that cannot be a syntax
+// error, as the audit log's search does: every word and phrase is quoted
+// (so FTS5 operators typed by the user are searched as words), a word
+// ending in * is a prefix, and the terms are ANDed.
+func ftsQuery(text string) (string, error) {
+	var terms []string
+	rest := strings.TrimSpace(text)
+	for rest != "" {
+		var term string
+		prefix := false
+		if rest[0] == '"' {
+			end := strings.IndexByte(rest[1:], '"')
+			if end < 0 {
+				return "", fmt.Errorf("%w: unbalanced quote in %q", ErrBadQuery, text)
+			}
+			term, rest = rest[1:1+end], rest[2+end:]
+		} else {
+			end := strings.IndexFunc(rest, unicode.IsSpace)
+			if end < 0 {
+				end = len(rest)
+			}
+			term, rest = rest[:end], rest[end:]
+			if strings.HasSuffix(term, "*") {
+				term, prefix = strings.TrimRight(term, "*"), true
+			}
+		}
+		rest = strings.TrimSpace(rest)
+		if !hasWordChar(term) {
+			continue // punctuation only: the tokenizer indexes no such word
+		}
+		q := `"` + strings.ReplaceAll(term, `"`, `""`) + `"`
+		if prefix {
+			q += "*"
+		}
+		terms = append(terms, q)
+	}
+	if len(terms) == 0 {
+		return "", fmt.Errorf("%w: %q has no words to search for", ErrBadQuery, text)
+	}
+	if len(terms) > maxTextTerms {
+		return "", fmt.Errorf("%w: at most %d words or phrases", ErrBadQuery, maxTextTerms)
+	}
+	return strings.Join(terms, " AND "), nil
+}
+
+func hasWordChar(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }) >= 0
+}
