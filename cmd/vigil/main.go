@@ -52,6 +52,7 @@ readable).`,
 	root.AddCommand(newHoldCmd(), newRetentionCmd())
 	root.AddCommand(newReportCmd())
 	root.AddCommand(newBreakGlassCmd())
+	root.AddCommand(newQueriesCmd())
 	return root
 }
 

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -218,4 +220,106 @@ func TestPGGatewayReadOnly(t *testing.T) {
 	if got := f.pg.Psql(t, "\\c app\nselect count(*) from t"); got != "1" {
 		t.Fatalf("rows = %s, want 1", got)
 	}
+}
+
+func TestPGGatewayLoginFaults(t *testing.T) {
+	f := newPGFixture(t, "token:\n  clock_skew: 0s\n")
+	good := f.token(t, "--grant", "db1:app:query", "--grant", "ghost:app:query")
+	ctx := context.Background()
+	expired := f.token(t, "--grant", "db1:app:query", "--ttl", "1s")
+	noQuery := f.token(t, "--grant", "db1:app:shell")
+	otherLogin := f.token(t, "--grant", "db1:other:query")
+	revoked := f.token(t, "--grant", "db1:app:query")
+	f.s.must("", "token", "revoke", jti(t, f.s, revoked))
+	elsewhere := f.token(t, "--grant", "db1:app:query", "--src", "10.0.0.0/8")
+	time.Sleep(1500 * time.Millisecond) // let the 1 s token expire (no skew allowed)
+	cases := []struct {
+		name, tok string
+		extra     []string
+	}{
+		{"garbage", "not-a-token", nil},
+		{"empty", "", []string{"password=''"}},
+		{"truncated", good[:len(good)-10], nil},
+		{"tampered", good[:len(good)-4] + "AAAA", nil},
+		{"no query action", noQuery, nil},
+		{"other login", otherLogin, nil},
+		{"revoked", revoked, nil},
+		{"expired", expired, nil},
+		{"from elsewhere", elsewhere, nil},
+		{"no grant for the target", good, []string{"dbname=nosuch"}},
+		{"unknown target", good, []string{"dbname=ghost"}},
+		{"wrong user", good, []string{"user=postgres"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			defer cancel()
+			c, err := pgconn.Connect(cctx, f.dsn(tc.tok, tc.extra...))
+			if err == nil {
+				c.Close(ctx)
+				t.Fatal("login succeeded")
+			}
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != "28P01" || pe.Detail != "" || pe.Hint != "" {
+				t.Fatalf("want a bare 28P01, got %#v", err)
+			}
+		})
+	}
+	// Plaintext is refused unless allowed for loopback; GSSAPI encryption
+	// is declined and libpq goes on with TLS.
+	if _, err := pgconn.Connect(ctx, f.dsn(good, "sslmode=disable")); err == nil || !strings.Contains(err.Error(), "requires TLS") {
+		t.Fatalf("plaintext login: %v", err)
+	}
+	out, errOut, code := f.psql(t, good, "select 42;\n", "gssencmode=prefer")
+	if code != 0 || out != "42\n" {
+		t.Fatalf("psql with gssencmode=prefer: %d %q %q", code, out, errOut)
+	}
+	// PostgreSQL 17 direct TLS (ALPN "postgresql") and protocol 3.2.
+	c := f.connect(t, good, "sslnegotiation=direct", "max_protocol_version=3.2", "min_protocol_version=3.2")
+	if rr := c.ExecParams(ctx, "select 7", nil, nil, nil, nil).Read(); rr.Err != nil || string(rr.Rows[0][0]) != "7" {
+		t.Fatalf("direct TLS, 3.2: %v", rr.Err)
+	}
+	if len(c.SecretKey()) != 32 {
+		t.Errorf("3.2 cancel key of %d bytes, want 32", len(c.SecretKey()))
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		c.CancelRequest(ctx)
+	}()
+	if _, err := c.Exec(ctx, "select pg_sleep(30)").ReadAll(); err == nil || !strings.Contains(err.Error(), "57014") {
+		t.Fatalf("cancel with a 3.2 key: %v", err)
+	}
+	c.Close(ctx)
+	// TLS without SSLRequest and without ALPN (not a PostgreSQL client).
+	conn, err := tls.Dial("tcp", f.s.pgAddr, &tls.Config{InsecureSkipVerify: true})
+	if err == nil {
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, rerr := conn.Read(make([]byte, 1))
+		conn.Close()
+		if rerr == nil {
+			t.Fatal("a TLS client without ALPN got data")
+		}
+	}
+	// Garbage and an oversized startup packet.
+	for _, junk := range [][]byte{[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), {0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0}} {
+		nc, err := net.Dial("tcp", f.s.pgAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc.Write(junk)
+		nc.SetDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(nc)
+		nc.Close()
+		if len(b) > 0 && b[0] != 'E' {
+			t.Errorf("junk %q answered with %q", junk, b)
+		}
+	}
+	// Every refusal is in the audit log.
+	out = f.s.must("", "audit", "search", "--type", "db.*", "-o", "json")
+	for _, want := range []string{"token_malformed", "no_grant", "unknown_target", "token_revoked", "token_expired", "token_source_not_allowed", "tls_required", "tls_without_sslrequest", "malformed_startup"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("audit log lacks %s", want)
+		}
+	}
+	f.waitNoUpstream(t)
 }

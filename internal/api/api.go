@@ -23,6 +23,7 @@ import (
 	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/breakglass"
 	"github.com/vigil-pam/vigil/internal/policy"
+	"github.com/vigil-pam/vigil/internal/querylog"
 	"github.com/vigil-pam/vigil/internal/recording"
 	"github.com/vigil-pam/vigil/internal/report"
 	"github.com/vigil-pam/vigil/internal/retention"
@@ -64,6 +65,9 @@ type Server struct {
 	Retention *retention.Sweeper
 	// Reports runs compliance reports (GET /api/v1/reports/{kind}).
 	Reports *report.Reporter
+	// Queries is the statement log of database sessions (GET
+	// /api/v1/queries); nil answers that endpoint with 404.
+	Queries *querylog.Writer
 	// Alerts is the alert store (rule hits, monitor findings).
 	Alerts *alert.Store
 	// BreakGlass is emergency access (POST /api/v1/breakglass, accounts,
@@ -115,6 +119,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/sessions/{id}", s.admin(s.getSession))
 	mux.Handle("GET /api/v1/sessions/{id}/recording", s.admin(s.sessionRecording))
 	mux.Handle("GET /api/v1/sessions/{id}/live", s.admin(s.watchSession))
+	mux.Handle("GET /api/v1/queries", s.admin(s.searchQueries))
 	mux.Handle("GET /api/v1/alerts", s.admin(s.listAlerts))
 	mux.Handle("POST /api/v1/alerts/{id}/ack", s.admin(s.ackAlert))
 	mux.Handle("GET /api/v1/rules", s.admin(s.listRules))

@@ -53,7 +53,11 @@ func eachCard(v []byte, fn func(s, e int)) {
 		if p < 0 {
 			return
 		}
-		q := digitRunEnd(v, p)
+		q, digits := digitRunEnd(v, p)
+		if digits < minCardDigits {
+			i = q
+			continue
+		}
 		joinedL, joinedR := joinedLeft(v, p), joinedRight(v, q)
 		for g := p; g < q; g = nextSpaceGroup(v, g, q) {
 			if g == p && joinedL {
@@ -79,18 +83,19 @@ func indexDigit(v []byte, i int) int {
 }
 
 // digitRunEnd returns the end of the run of digits starting at v[p], in
-// which a single space or dash between two digits also counts.
-func digitRunEnd(v []byte, p int) int {
-	q := p
-	for q < len(v) {
-		c := v[q]
-		if isDigit(c) || (c == ' ' || c == '-') && q+1 < len(v) && isDigit(v[q+1]) {
-			q++
-			continue
+// which a single space or dash between two digits also counts, and the
+// number of digits in it.
+func digitRunEnd(v []byte, p int) (q, digits int) {
+	for q = p; q < len(v); q++ {
+		switch c := v[q]; {
+		case isDigit(c):
+			digits++
+		case (c == ' ' || c == '-') && q+1 < len(v) && isDigit(v[q+1]):
+		default:
+			return q, digits
 		}
-		break
 	}
-	return q
+	return q, digits
 }
 
 // nextSpaceGroup returns the start of the first group after g in the run

@@ -51,26 +51,23 @@ func replaceEach(v []byte, next func(v []byte, i int) (int, int), replace func(d
 	return append(out, v[last:]...), n
 }
 
-// Byte flags for profiling a value in one pass.
-const (
-	flagDigit uint8 = 1 << iota
-	flagUpper
-	flagAt
-	flagDash
-)
-
-// byteFlags maps each byte to its flag, or 0.
-var byteFlags = func() (t [256]uint8) {
+// profileCounts maps each byte to what it adds to the four 16-bit
+// counters profile keeps in one uint64: digits, capitals, '@' and '-'.
+var profileCounts = func() (t [256]uint64) {
 	for c := '0'; c <= '9'; c++ {
-		t[c] = flagDigit
+		t[c] = 1 << 0
 	}
 	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = flagUpper
+		t[c] = 1 << 16
 	}
-	t['@'] = flagAt
-	t['-'] = flagDash
+	t['@'] = 1 << 32
+	t['-'] = 1 << 48
 	return t
 }()
+
+// profileChunk is how many bytes profile counts before a 16-bit counter
+// could overflow.
+const profileChunk = 1<<16 - 1
 
 // Profile bits: which detectors a value could hold a match for.
 const (
@@ -93,33 +90,47 @@ const (
 )
 
 // profile returns the detectors that could match in v, from one pass
-// that counts its digits and capitals and notes whether it has an '@' or
-// a '-'. The loop keeps its counters in registers and has no branch, so
-// a value no detector could match costs well under a nanosecond a byte
-// and no scanner runs on it.
+// that counts its digits, capitals, '@' and '-': one table load and one
+// addition a byte, so a value no detector could match costs about half a
+// nanosecond a byte and no scanner runs on it.
 func profile(v []byte) uint8 {
-	var digits, upper int
-	var seen uint8
-	for _, c := range v {
-		f := byteFlags[c]
-		digits += int(f & flagDigit)
-		upper += int(f & flagUpper >> 1)
-		seen |= f
+	n := len(v)
+	var digits, upper, at, dash int
+	for len(v) > 0 {
+		chunk := v[:min(len(v), profileChunk)]
+		v = v[len(chunk):]
+		// Four sums, so that the additions need not wait on each other.
+		var sum, s1, s2, s3 uint64
+		for len(chunk) >= 4 {
+			sum += profileCounts[chunk[0]]
+			s1 += profileCounts[chunk[1]]
+			s2 += profileCounts[chunk[2]]
+			s3 += profileCounts[chunk[3]]
+			chunk = chunk[4:]
+		}
+		for _, c := range chunk {
+			sum += profileCounts[c]
+		}
+		sum += s1 + s2 + s3
+		digits += int(sum & 0xffff)
+		upper += int(sum >> 16 & 0xffff)
+		at += int(sum >> 32 & 0xffff)
+		dash += int(sum >> 48)
 	}
 	var want uint8
-	if seen&flagAt != 0 {
+	if at > 0 {
 		want |= wantEmail
 	}
 	if digits >= minCardDigits {
 		want |= wantCard
 	}
-	if digits >= ssnDigits && seen&flagDash != 0 {
+	if digits >= ssnDigits && dash >= 2 {
 		want |= wantSSN
 	}
 	if digits >= ninoDigits && upper >= ninoUpper {
 		want |= wantNINO
 	}
-	if len(v) >= minIBANLen && digits >= minIBANDigits && upper >= 2 {
+	if n >= minIBANLen && digits >= minIBANDigits && upper >= 2 {
 		want |= wantIBAN
 	}
 	return want

@@ -1,6 +1,7 @@
 package masking
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -207,5 +208,32 @@ func TestDefaultDetectorsTogether(t *testing.T) {
 		if counts[k] != v {
 			t.Errorf("counts[%q]: got %d, want %d", k, counts[k], v)
 		}
+	}
+}
+
+func TestProfile(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want uint8
+	}{
+		{"empty", "", 0},
+		{"word", "active", 0},
+		{"at", "a@b", wantEmail},
+		{"12 digits", "123456789012", 0},
+		{"13 digits", "1234567890123", wantCard},
+		{"SSN shape", "123-45-6789", wantSSN},
+		{"SSN digits, one dash", "123-456789", 0},
+		{"NINO shape", "AB123456C", wantNINO},
+		{"IBAN shape", "NO9386011117947", wantCard | wantIBAN},
+		{"long", strings.Repeat("x", 2*profileChunk) + "AB" + strings.Repeat("1", profileChunk) + "-@-", wantEmail | wantCard | wantSSN | wantIBAN},
+		{"counter overflow", strings.Repeat("-", 3*profileChunk+7), 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := profile([]byte(tc.in)); got != tc.want {
+				t.Errorf("got %05b, want %05b", got, tc.want)
+			}
+		})
 	}
 }

@@ -6,26 +6,49 @@ import (
 )
 
 // columnPattern is one Config.Columns entry, lower-cased. Patterns whose
-// only metacharacter is '*' (all of Default's) are matched by matchStars,
-// which never allocates and costs a few string comparisons; the rest by
-// path.Match.
+// only metacharacter is '*' (all of Default's) are split into literals
+// once and matched without path.Match: Plan matches every column of
+// every result against every pattern, so this is the gateway's per-query
+// cost. The rest go through path.Match.
 type columnPattern struct {
 	glob      string
 	starsOnly bool
+	// For starsOnly patterns: the literal before the first '*' and after
+	// the last one, the literals between (in order), and whether there is
+	// a '*' at all.
+	prefix, suffix string
+	middle         []string
+	star           bool
 }
 
-// newColumnPattern returns the matcher for the (valid) pattern p.
+// newColumnPattern returns the matcher for the valid pattern p.
 func newColumnPattern(p string) columnPattern {
 	p = strings.ToLower(p)
-	return columnPattern{glob: p, starsOnly: !strings.ContainsAny(p, `?[\`)}
+	c := columnPattern{glob: p, starsOnly: !strings.ContainsAny(p, `?[\`)}
+	if !c.starsOnly {
+		return c
+	}
+	first, last := strings.IndexByte(p, '*'), strings.LastIndexByte(p, '*')
+	if first < 0 {
+		c.prefix = p
+		return c
+	}
+	c.star = true
+	c.prefix, c.suffix = p[:first], p[last+1:]
+	for _, lit := range strings.Split(p[first:last+1], "*") {
+		if lit != "" {
+			c.middle = append(c.middle, lit)
+		}
+	}
+	return c
 }
 
 // match reports whether the lower-cased column name matches. '*' matches
 // any run of characters including '/': column names are not paths, and a
 // quoted name with a slash in it must not slip past "*password*".
-func (c columnPattern) match(name string) bool {
+func (c *columnPattern) match(name string) bool {
 	if c.starsOnly {
-		return matchStars(c.glob, name)
+		return c.matchStars(name)
 	}
 	if strings.Contains(name, "/") {
 		// path.Match's '*' and '?' stop at '/'; NUL cannot occur in an
@@ -37,28 +60,18 @@ func (c columnPattern) match(name string) bool {
 	return ok
 }
 
-// matchStars reports whether name matches glob, in which '*' matches any
-// run of bytes and every other byte only itself. The literals between the
-// first and the last '*' are found left to right: taking the leftmost
-// place for each leaves the most room for the rest, so this is exact.
-func matchStars(glob, name string) bool {
-	first := strings.IndexByte(glob, '*')
-	if first < 0 {
-		return glob == name
+// matchStars matches a starsOnly pattern. The literals between the first
+// and the last '*' are found left to right: taking the leftmost place for
+// each leaves the most room for the rest, so this is exact.
+func (c *columnPattern) matchStars(name string) bool {
+	if !c.star {
+		return name == c.prefix
 	}
-	last := strings.LastIndexByte(glob, '*')
-	prefix, suffix := glob[:first], glob[last+1:]
-	if len(name) < len(prefix)+len(suffix) || !strings.HasPrefix(name, prefix) || !strings.HasSuffix(name, suffix) {
+	if len(name) < len(c.prefix)+len(c.suffix) || !strings.HasPrefix(name, c.prefix) || !strings.HasSuffix(name, c.suffix) {
 		return false
 	}
-	name = name[len(prefix) : len(name)-len(suffix)]
-	for middle := glob[first:last]; middle != ""; {
-		middle = middle[1:] // the '*' before the next literal
-		lit := middle
-		if j := strings.IndexByte(middle, '*'); j >= 0 {
-			lit = middle[:j]
-		}
-		middle = middle[len(lit):]
+	name = name[len(c.prefix) : len(name)-len(c.suffix)]
+	for _, lit := range c.middle {
 		i := strings.Index(name, lit)
 		if i < 0 {
 			return false

@@ -153,8 +153,8 @@ func (m *Masker) matchColumn(name string) bool {
 		return false
 	}
 	lower := strings.ToLower(name) // allocates only for names with capitals
-	for _, c := range m.columns {
-		if c.match(lower) {
+	for i := range m.columns {
+		if m.columns[i].match(lower) {
 			return true
 		}
 	}

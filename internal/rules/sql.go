@@ -2,6 +2,7 @@ package rules
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -32,9 +33,30 @@ var codeBody = regexp.MustCompile(`^(?:do\b|create\s+(?:or\s+replace\s+)?(?:func
 // PROCEDURE are code, not data: their statements follow the statement
 // that holds them. Dynamic SQL (EXECUTE 'DROP ...') stays hidden, like
 // any string.
-func splitSQL(sql string) []sqlStmt { return appendSQL(nil, sql, 0) }
+//
+// A statement with a backslash inside a literal reads differently when
+// standard_conforming_strings is off (backslashes escape in every '...'
+// string), which a session can turn on and off by means no check sees
+// (set_config in a function, a pipelined SET): such SQL is split both
+// ways and the statements of both readings returned, so a rule sees
+// whatever the database may run.
+func splitSQL(sql string) []sqlStmt {
+	out := appendSQL(nil, sql, 0, false)
+	if strings.IndexByte(sql, '\\') < 0 {
+		return out
+	}
+	n := len(out)
+	for _, st := range appendSQL(nil, sql, 0, true) {
+		if !slices.ContainsFunc(out[:n], func(o sqlStmt) bool { return o.norm == st.norm }) {
+			out = append(out, st)
+		}
+	}
+	return out
+}
 
-func appendSQL(out []sqlStmt, sql string, depth int) []sqlStmt {
+// appendSQL appends the statements of sql to out; bsEsc reads every
+// '...' string with backslash escapes (standard_conforming_strings off).
+func appendSQL(out []sqlStmt, sql string, depth int, bsEsc bool) []sqlStmt {
 	var (
 		b      strings.Builder
 		bodies []string // dollar-quoted strings of the current statement
@@ -53,7 +75,7 @@ func appendSQL(out []sqlStmt, sql string, depth int) []sqlStmt {
 			out = append(out, sqlStmt{orig: strings.TrimSpace(sql[start:end]), norm: norm})
 			if depth < maxSQLDepth && codeBody.MatchString(norm) {
 				for _, body := range bodies {
-					out = appendSQL(out, body, depth+1)
+					out = appendSQL(out, body, depth+1, bsEsc)
 				}
 			}
 		}
@@ -64,7 +86,9 @@ func appendSQL(out []sqlStmt, sql string, depth int) []sqlStmt {
 		c := sql[i]
 		switch {
 		case c == '-' && strings.HasPrefix(sql[i:], "--"):
-			if j := strings.IndexByte(sql[i:], '\n'); j >= 0 {
+			// PostgreSQL ends a line comment at a line feed or a bare
+			// carriage return.
+			if j := strings.IndexAny(sql[i:], "\n\r"); j >= 0 {
 				i += j
 			} else {
 				i = len(sql)
@@ -75,7 +99,7 @@ func appendSQL(out []sqlStmt, sql string, depth int) []sqlStmt {
 			space = true
 		case c == '\'':
 			// E'...' strings take backslash escapes.
-			esc := i > 0 && sql[i-1]|0x20 == 'e' && (i < 2 || !isIdentByte(sql[i-2]))
+			esc := bsEsc || i > 0 && sql[i-1]|0x20 == 'e' && (i < 2 || !isIdentByte(sql[i-2]))
 			i = skipQuoted(sql, i, '\'', esc)
 			emit("''")
 		case c == '"':

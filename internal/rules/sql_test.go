@@ -19,7 +19,11 @@ func TestSplitSQL(t *testing.T) {
 		{"nested comment", "a /* x /* y */ ; z */ b", []string{"a b"}},
 		{"string", "select 'a;b''c' from t", []string{"select '' from t"}},
 		{"E string", `select E'a\';b' ; x`, []string{"select e''", "x"}},
-		{"backslash is literal", `select 'a\';b'`, []string{"select ''", "b''"}},
+		// Both readings: standard_conforming_strings on, then off.
+		{"backslash read both ways", `select 'a\';b'`, []string{"select ''", "b''"}},
+		{"hidden by conforming strings off", `select 'a\' , ' ; delete from t; --'`,
+			[]string{"select '' , ''", "select ''", "delete from t"}},
+		{"line comment ended by a carriage return", "select 1 -- x\r; delete from t", []string{"select 1", "delete from t"}},
 		{"identifier", `select "A;""B" from "T"`, []string{`select "" from ""`}},
 		{"dollar", "select $$a;b$$, $t$x;$$;y$t$", []string{"select $$, $$"}},
 		{"parameter", "select $1, a$b$ from t", []string{"select $1, a$b$ from t"}},

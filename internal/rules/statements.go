@@ -6,7 +6,7 @@ package rules
 // each statement of a query string on its own.
 func Statements(sql string) []string {
 	var out []string
-	for _, st := range appendSQL(nil, sql, maxSQLDepth) {
+	for _, st := range appendSQL(nil, sql, maxSQLDepth, false) {
 		out = append(out, st.orig)
 	}
 	return out

@@ -480,11 +480,27 @@ func (s *Server) startupMessage(cl *client, version uint32, body []byte) error {
 	if params["replication"] != "" && params["replication"] != "false" && params["replication"] != "off" && params["replication"] != "0" {
 		return &startupError{reason: "replication_refused", code: stateFeatureNotSupp, msg: "Vigil does not relay replication connections"}
 	}
+	if enc := params["client_encoding"]; unsafeEncoding(enc) {
+		return &startupError{reason: "unsafe_encoding", code: stateFeatureNotSupp,
+			msg: fmt.Sprintf("client_encoding %s is not supported through Vigil: use UTF8", clip(enc, 32))}
+	}
 	if !cl.tls && !(s.cfg.AllowPlaintextLoopback && cl.source.IsLoopback()) {
 		return &startupError{reason: "tls_required", code: stateInvalidAuthSpec,
 			msg: "Vigil requires TLS: connect with sslmode=require (the token is sent as the password)"}
 	}
 	return nil
+}
+
+// unsafeEncoding reports whether a client encoding can carry a
+// backslash or quote as the second byte of a character (PostgreSQL's
+// client-only encodings): SQL in it reads differently to Vigil's checks
+// than to the database.
+func unsafeEncoding(enc string) bool {
+	switch strings.ToUpper(strings.NewReplacer("_", "", "-", "").Replace(strings.TrimSpace(enc))) {
+	case "SJIS", "SHIFTJIS", "SHIFTJIS2004", "BIG5", "GBK", "UHC", "GB18030", "JOHAB", "WIN932", "WIN936", "WIN949", "WIN950", "CP932", "CP936", "CP949", "CP950":
+		return true
+	}
+	return false
 }
 
 // backendKey is the process ID and secret a client is given for

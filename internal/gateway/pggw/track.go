@@ -312,6 +312,8 @@ func (c *conn) answer(typ byte, body []byte) (relay bool, rewritten []byte) {
 		}
 	case 'K': // BackendKeyData after startup: the client has Vigil's
 		return false, nil
+	case 'S':
+		c.parameterChanged(body)
 	}
 	return true, nil
 }
@@ -501,5 +503,24 @@ func (c *conn) finish(e *execution, outcome string) {
 	if err := c.s.cfg.QueryLog.Append(context.WithoutCancel(c.ctx), entry); err != nil {
 		c.audit("querylog.failed", map[string]any{"error": err.Error()})
 		go c.terminate(&ended{reason: "the statement log cannot be written", code: stateConnectionFailure})
+	}
+}
+
+// parameterChanged watches the settings the database reports: a client
+// encoding Vigil's checks cannot read, or a read-only session whose
+// guard was turned off (by set_config in a function, say), ends the
+// session.
+func (c *conn) parameterChanged(body []byte) {
+	var ps pgproto3.ParameterStatus
+	if ps.Decode(body) != nil {
+		return
+	}
+	switch {
+	case ps.Name == "client_encoding" && unsafeEncoding(ps.Value):
+		c.audit("db.guard_violated", map[string]any{"parameter": ps.Name, "value": clip(ps.Value, 64)})
+		go c.terminate(&ended{reason: "client_encoding " + clip(ps.Value, 32) + " is not supported through Vigil", code: stateFeatureNotSupp})
+	case ps.Name == "default_transaction_read_only" && c.info.readOnly && ps.Value != "on":
+		c.audit("db.guard_violated", map[string]any{"parameter": ps.Name, "value": clip(ps.Value, 64)})
+		go c.terminate(&ended{reason: "the read-only guard was turned off", code: stateReadOnlyTx})
 	}
 }
