@@ -192,11 +192,12 @@ log "starting vigil serve"
 env "${vigil_env[@]}" "$TMP/vigil" serve --data "$VDATA" --http-addr 127.0.0.1:0 --ssh-addr 127.0.0.1:0 --pg-addr 127.0.0.1:0 \
 	--config "$TMP/vigil.yaml" >"$TMP/vigil.out" 2>"$TMP/vigil.err" &
 vigil_pid=$!
-vigil_serving() {
+deadline=$((SECONDS + 60))
+until grep -q 'msg="vigil serving"' "$TMP/vigil.err"; do
 	kill -0 "$vigil_pid" 2>/dev/null || { echo "vigil serve exited" >&2; exit 1; }
-	grep -q 'msg="vigil serving"' "$TMP/vigil.err"
-}
-wait_for 60 "vigil serve to start" vigil_serving
+	[ $SECONDS -lt $deadline ] || { echo "vigil serve did not start within 60s" >&2; exit 1; }
+	sleep 0.1
+done
 read -r VIGIL_HTTP VIGIL_PG < <(sed -n 's/.*msg="vigil serving" http=\([^ ]*\) ssh=[^ ]* pg=\([^ ]*\).*/\1 \2/p' "$TMP/vigil.err" | head -n 1)
 VIGIL_PG_PORT=${VIGIL_PG##*:}
 export VIGIL_DATA=$VDATA VIGIL_ADDR=http://$VIGIL_HTTP
@@ -275,7 +276,7 @@ sample_vigil() {
 	sleep "$1"
 	echo "$(rss_kib "$vigil_pid") $(metric vigil_querylog_queue_depth)" >"$TMP/sample.$2"
 	if [ "$2" = 1 ]; then
-		top -b -n 2 -d 1 -w 160 | awk '/^top -/ { n++ } n == 2' | sed -n '3,4p;7,14p' >"$TMP/top.txt"
+		top -b -n 2 -d 1 -w 160 | awk '/^top -/ { n++ } n == 2' | sed -n '3p;7,14p' >"$TMP/top.txt"
 	fi
 }
 
@@ -396,7 +397,7 @@ echo "Statement log: $QL_WRITTEN statements written for $VIGIL_TX pgbench transa
 nerr=$(grep -c 'level=ERROR' "$TMP/vigil.err" || true)
 nwarn=$(grep -c 'level=WARN' "$TMP/vigil.err" || true)
 echo "Vigil log: $nerr level=ERROR, $nwarn level=WARN lines"
-grep -E 'level=(ERROR|WARN)' "$TMP/vigil.err" | sed -E 's/^time=[^ ]+ //' | sort | uniq -c | sort -rn | head -n 10 | sed 's/^/  /'
+{ grep -E 'level=(ERROR|WARN)' "$TMP/vigil.err" || true; } | sed -E 's/^time=[^ ]+ //' | sort | uniq -c | sort -rn | head -n 10 | sed 's/^/  /'
 if [ -s "$TMP/top.txt" ]; then
 	echo "top, halfway through round 1 through Vigil:"
 	sed 's/^/  /' "$TMP/top.txt"

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -322,4 +323,151 @@ func TestPGGatewayLoginFaults(t *testing.T) {
 		}
 	}
 	f.waitNoUpstream(t)
+}
+
+// pgSession returns the ID of the only active database session.
+func (f *pgFixture) pgSession(t testing.TB) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out := f.s.must("", "sessions", "ls", "--active", "-o", "json")
+		var resp struct{ Sessions []struct{ ID, Kind, State string } }
+		json.Unmarshal([]byte(out), &resp)
+		for _, s := range resp.Sessions {
+			if s.Kind == "pg" && s.State == "active" {
+				return s.ID
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no active pg session: %s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestPGGatewayStatementLogTranscriptAndLiveControls(t *testing.T) {
+	f := newPGFixture(t, "")
+	f.pg.Psql(t, "\\c app\nCREATE TABLE public.items (id int primary key, name text, email text); ALTER TABLE public.items OWNER TO app;"+
+		"INSERT INTO public.items VALUES (1, 'one', 'alice@example.com'), (2, 'two', 'bob@example.org');")
+	tok := f.token(t, "--grant", "db1:app:query")
+	script := "select id, name, email from items order by id;\ninsert into items values (3, 'three', null);\n" +
+		"drop table items;\nselec 1;\nselect count(*) from items;\n"
+	out, errOut, _ := f.psql(t, tok, script)
+	if !strings.Contains(out, "3\n") || !strings.Contains(errOut, "db.drop") || !strings.Contains(errOut, "syntax error") {
+		t.Fatalf("psql: %q %q", out, errOut)
+	}
+	id := f.s.must("", "sessions", "ls", "-o", "json")
+	var sessions struct {
+		Sessions []struct {
+			ID, Kind string
+		}
+	}
+	if err := json.Unmarshal([]byte(id), &sessions); err != nil || len(sessions.Sessions) == 0 {
+		t.Fatalf("sessions: %v %s", err, id)
+	}
+	sid := sessions.Sessions[0].ID
+	if sessions.Sessions[0].Kind != "pg" {
+		t.Fatalf("session kind %q", sessions.Sessions[0].Kind)
+	}
+	// The statement log: one entry per statement with its outcome.
+	logJSON := f.s.must("", "queries", "--session", sid, "-o", "json")
+	var res struct {
+		Entries []struct {
+			Seq       int64  `json:"seq"`
+			Statement string `json:"statement"`
+			Outcome   string `json:"outcome"`
+			Rows      int64  `json:"rows"`
+			SQLState  string `json:"sqlstate"`
+			Rule      string `json:"rule"`
+			Masked    int    `json:"masked"`
+			Protocol  string `json:"protocol"`
+		} `json:"queries"`
+	}
+	if err := json.Unmarshal([]byte(logJSON), &res); err != nil {
+		t.Fatalf("queries json: %v\n%s", err, logJSON)
+	}
+	want := []struct {
+		stmt, outcome string
+		rows          int64
+		state, rule   string
+		masked        int
+	}{
+		{"select id, name, email from items order by id", "ok", 2, "", "", 2},
+		{"insert into items values (3, 'three', null)", "ok", 1, "", "", 0},
+		{"drop table items", "blocked", 0, "42501", "db.drop", 0},
+		{"selec 1", "error", 0, "42601", "", 0},
+		{"select count(*) from items", "ok", 1, "", "", 0},
+	}
+	if len(res.Entries) != len(want) {
+		t.Fatalf("statement log has %d entries, want %d:\n%s", len(res.Entries), len(want), logJSON)
+	}
+	for i, w := range want {
+		e := res.Entries[i]
+		if !strings.HasPrefix(e.Statement, w.stmt) || e.Outcome != w.outcome || e.Rows != w.rows || e.SQLState != w.state ||
+			e.Rule != w.rule || e.Masked != w.masked || e.Protocol != "simple" || e.Seq != int64(i+1) {
+			t.Errorf("entry %d = %+v, want %+v", i, e, w)
+		}
+	}
+	if out := f.s.must("", "queries", "-q", "drop", "--outcome", "blocked"); !strings.Contains(out, "drop table items") {
+		t.Errorf("full-text search of the statement log: %s", out)
+	}
+	// The transcript plays like a psql session, masked, and says so.
+	cast := f.recordingOf(t, sid)
+	for _, w := range []string{"db1=> select id, name, email from items order by id", "a*******@example.com", "(2 rows)",
+		"values masked", "INSERT 0 1", "statement blocked (db.drop)", "ERROR:  syntax error", "Time: "} {
+		if !strings.Contains(cast, w) {
+			t.Errorf("transcript lacks %q:\n%s", w, cast)
+		}
+	}
+	if strings.Contains(cast, "alice@example.com") {
+		t.Errorf("transcript has the unmasked e-mail")
+	}
+	audit := f.s.must("", "audit", "search", "--session", sid, "-o", "json")
+	for _, w := range []string{"session.start", "rule.hit", "db.drop", "session.end", `"statements": 5`} {
+		if !strings.Contains(audit, w) {
+			t.Errorf("audit lacks %s", w)
+		}
+	}
+
+	// Live: pause holds the next statement until resumed; terminate ends
+	// the session with a message; a lock refuses new sessions.
+	ctx := context.Background()
+	c := f.connect(t, tok)
+	live := f.pgSession(t)
+	f.s.must("", "sessions", "pause", live, "--reason", "check")
+	done := make(chan error, 1)
+	go func() { _, err := c.Exec(ctx, "select 'after resume'").ReadAll(); done <- err }()
+	select {
+	case err := <-done:
+		t.Fatalf("statement ran while paused: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	f.s.must("", "sessions", "resume", live)
+	if err := <-done; err != nil {
+		t.Fatalf("after resume: %v", err)
+	}
+	f.s.must("", "sessions", "terminate", live, "--reason", "enough")
+	if _, err := c.Exec(ctx, "select 1").ReadAll(); err == nil {
+		t.Fatal("terminated session still answers")
+	}
+	c2 := f.connect(t, tok)
+	if out := f.s.must("", "lock", "add", "--user", "alice", "--reason", "incident 7"); !strings.Contains(out, "ended 1 live sessions") {
+		t.Fatalf("lock: %s", out)
+	}
+	if _, err := c2.Exec(ctx, "select 1").ReadAll(); err == nil {
+		t.Fatal("locked user's session still answers")
+	}
+	if _, err := pgconn.Connect(ctx, f.dsn(tok)); err == nil || !strings.Contains(err.Error(), "28P01") {
+		t.Fatalf("locked user logged in: %v", err)
+	}
+	f.waitNoUpstream(t)
+}
+
+// recordingOf exports a session's recording as asciicast text.
+func (f *pgFixture) recordingOf(t testing.TB, id string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), id+".cast")
+	f.s.must("", "recording", "export", id, "-o", p)
+	b, _ := os.ReadFile(p)
+	return string(b)
 }

@@ -30,7 +30,7 @@ through Vigil's PostgreSQL gateway, with who sent it, where, when, how long
 it took, how many rows it returned or changed, and its outcome:
 
   ok          the database completed it
-  error       the database refused it (the SQLSTATE is shown)
+  error       the database answered with an error (its SQLSTATE is shown)
   blocked     Vigil refused it and never sent it (the rule is shown)
   cancelled   it was cancelled before it completed
   incomplete  the session ended before its outcome was known

@@ -372,6 +372,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	}
 	srv.Retention = sweeper
 	srv.Reports = report.New(db, time.Now)
+	srv.Queries = queryLog
 	// Break-glass needs nothing outside Vigil: its own keys, store and
 	// audit log.
 	breakGlass, err := breakglass.New(breakglass.Config{DB: db, Signer: signer, Targets: vlt, Audit: auditLog, Alerts: alerts,

@@ -15,9 +15,9 @@ var cardDetector = detector{
 // real) are all masked: a digit stays only if it is among the last four
 // of every card number that holds it.
 func maskCards(v []byte) ([]byte, int) {
-	// [from, to) is the digits to mask so far. They are masked once a
-	// card number starts at or after to, as eachCard never reads before
-	// the start of the last card number it reported.
+	// [from, to) holds the digits to mask so far. They are masked once a
+	// card number starts at or after to: eachCard has then read all it
+	// needs of them.
 	n, from, to := 0, 0, 0
 	eachCard(v, func(s, e int) {
 		n++
@@ -32,8 +32,10 @@ func maskCards(v []byte) ([]byte, int) {
 }
 
 // eachCard calls fn with the bounds of every card number in v, in the
-// order of their starts. After it calls fn(s, e) it reads v only at and
-// after s, except for the last digit before a run.
+// order of their starts. Once it has called fn(s, e) it reads no digit
+// before s, except the last digit of a run, which no card number masks,
+// to see whether the next run is a decimal fraction. So fn may mask
+// digits before s in place.
 //
 // A card number is 13 to 19 digits, written solid or in groups separated
 // by single spaces or by single dashes (one kind throughout), not

@@ -16,8 +16,10 @@
 // classified in one pass over its bytes (digits, capitals, '@', '-'), so a
 // detector's scanner runs only on values that could hold what it detects.
 // Detectors are hand-written scanners, not regular expressions, with the
-// checksums (Luhn, ISO 7064 mod 97) and validity rules as code; none of
-// them allocates unless it masks something.
+// checksums (Luhn, ISO 7064 mod 97) and validity rules as code. Masked
+// forms mostly keep the value's length and are written in place; only an
+// e-mail address (whose local part becomes eight characters) and a value
+// masked whole get a new slice.
 //
 // Masking is a safety net for honest mistakes, not access control: column
 // rules look at result column names, which a user chooses with AS, and

@@ -204,20 +204,21 @@ func (w *Writer) enqueue(ctx context.Context, it item) error {
 	if w.closed {
 		return ErrClosed
 	}
-	failed, err := w.failure()
-	if err != nil {
-		return err
-	}
-	select {
-	case w.in <- it:
-		return nil
-	case <-failed:
-		_, err := w.failure()
-		return err
-	case <-w.closing:
-		return ErrClosed
-	case <-ctx.Done():
-		return context.Cause(ctx)
+	for {
+		failed, err := w.failure()
+		if err != nil {
+			return err
+		}
+		select {
+		case w.in <- it:
+			return nil
+		case <-failed:
+			// Failing for FailAfter now (or already recovered: wait on).
+		case <-w.closing:
+			return ErrClosed
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
 	}
 }
 
@@ -229,15 +230,18 @@ func (w *Writer) Flush(ctx context.Context) error {
 	if err := w.enqueue(ctx, item{flush: done}); err != nil {
 		return fmt.Errorf("querylog: flush: %w", err)
 	}
-	failed, _ := w.failure()
-	select {
-	case err := <-done:
-		return err
-	case <-failed:
-		_, err := w.failure()
-		return fmt.Errorf("querylog: flush: %w", err)
-	case <-ctx.Done():
-		return fmt.Errorf("querylog: flush: %w", context.Cause(ctx))
+	for {
+		failed, err := w.failure()
+		if err != nil {
+			return fmt.Errorf("querylog: flush: %w", err)
+		}
+		select {
+		case err := <-done:
+			return err
+		case <-failed:
+		case <-ctx.Done():
+			return fmt.Errorf("querylog: flush: %w", context.Cause(ctx))
+		}
 	}
 }
 
@@ -255,6 +259,7 @@ func (w *Writer) Close(ctx context.Context) error {
 	})
 	select {
 	case <-w.stopped:
+		w.cancel(ErrClosed)
 	case <-ctx.Done():
 		w.cancel(fmt.Errorf("querylog: close: %w", context.Cause(ctx)))
 		<-w.stopped
