@@ -208,27 +208,40 @@ wait_for 15 "a login through vigil" env PGPASSWORD="$TOKEN" PGSSLMODE=disable PG
 log "vigil: http $VIGIL_HTTP, pg $VIGIL_PG (pid $vigil_pid)"
 
 # --- measuring ---------------------------------------------------------------
-# proc_ticks PID: CPU ticks (user+sys, and of reaped children) of PID.
-proc_ticks() {
+# stat_ticks PID: CPU ticks of PID itself (user+sys) and of its reaped
+# children, "own children".
+stat_ticks() {
 	local s
-	s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+	s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo "0 0"; return; }
 	s=${s##*) }
 	# shellcheck disable=SC2086
 	set -- $s
-	echo $((${12} + ${13} + ${14} + ${15}))
+	echo "$((${12} + ${13})) $((${14} + ${15}))"
 }
+proc_ticks() { stat_ticks "$1" | awk '{ print $1 + $2 }'; }
 # pg_ticks: CPU ticks of the postmaster, its live children (backends,
-# pgbouncer's pooled ones too) and its reaped ones.
+# pgbouncer's pooled ones too) and its reaped ones; read again when a
+# backend was reaped meanwhile (it would count twice or not at all).
 pg_ticks() {
-	local t c
-	t=$(proc_ticks "$PG_PID")
-	for c in $(pgrep -P "$PG_PID"); do t=$((t + $(proc_ticks "$c"))); done
-	echo "$t"
+	local i a b own l1 l2 t c
+	for i in $(seq 1 50); do
+		read -r _ a < <(stat_ticks "$PG_PID")
+		l1=$(pgrep -P "$PG_PID" | tr '\n' ' ')
+		t=0
+		for c in $l1; do t=$((t + $(proc_ticks "$c"))); done
+		l2=$(pgrep -P "$PG_PID" | tr '\n' ' ')
+		read -r own b < <(stat_ticks "$PG_PID")
+		if [ "$a" = "$b" ] && [ "$l1" = "$l2" ]; then break; fi
+		sleep 0.05
+	done
+	echo $((own + b + t))
 }
+# busy_ticks: CPU ticks the whole machine spent busy (all CPUs).
+busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 rss_kib() { awk -v k="${2:-VmRSS}:" '$1 == k { print $2 }' "/proc/$1/status"; }
 metric() { curl -fsS "http://$VIGIL_HTTP/metrics" | awk -v m="$1" '$1 == m { printf "%d\n", $2 }'; }
 
-RESULTS=$TMP/results.tsv # section path round tps tx proxy_us_tx pg_us_tx client_us_tx
+RESULTS=$TMP/results.tsv # section path round tps tx proxy_us_tx pg_us_tx client_us_tx others_cores
 : >"$RESULTS"
 declare -A seen_cmd
 COMMANDS=()
@@ -245,19 +258,22 @@ pgb() {
 	vigil) port=$VIGIL_PG_PORT db=db1 pw=$TOKEN pwname='$TOKEN' proxy=$vigil_pid ;;
 	esac
 	record_cmd "PGSSLMODE=$sslmode PGPASSWORD=$pwname pgbench $* -h 127.0.0.1 -p $port -U app $db   # $path"
-	local out=$TMP/pgbench.$section.$path.$round p0 g0 p1 g1 cpu tx tps
+	local out=$TMP/pgbench.$section.$path.$round p0 g0 b0 p1 g1 b1 cpu wall tx tps
 	p0=$([ -n "$proxy" ] && proc_ticks "$proxy" || echo 0)
 	g0=$(pg_ticks)
-	local TIMEFORMAT='%3U %3S'
+	b0=$(busy_ticks)
+	local TIMEFORMAT='%3U %3S %3R'
 	if ! { time PGSSLMODE=$sslmode PGPASSWORD=$pw "$PGBIN/pgbench" "$@" -h 127.0.0.1 -p "$port" -U app "$db" >"$out" 2>&1; } 2>"$out.time"; then
 		echo "pgbench failed on $path ($section):" >&2
 		cat "$out" >&2
 		return 1
 	fi
+	b1=$(busy_ticks)
 	sleep 0.2 # let the postmaster reap the backends
 	p1=$([ -n "$proxy" ] && proc_ticks "$proxy" || echo 0)
 	g1=$(pg_ticks)
 	cpu=$(awk '{ print $1 + $2 }' "$out.time")
+	wall=$(awk '{ print $3 }' "$out.time")
 	tx=$(awk -F': ' '/^number of transactions actually processed/ { print $2 + 0 }' "$out")
 	tps=$(awk '/^tps = / { print $3 }' "$out")
 	if [ -z "$tps" ] || [ "${tx:-0}" -eq 0 ]; then
@@ -265,9 +281,12 @@ pgb() {
 		cat "$out" >&2
 		return 1
 	fi
-	awk -v s="$section" -v p="$path" -v r="$round" -v tps="$tps" -v tx="$tx" -v pt=$((p1 - p0)) -v gt=$((g1 - g0)) -v c="$cpu" -v hz="$CLK_TCK" \
-		'BEGIN { printf "%s\t%s\t%s\t%.1f\t%d\t%.1f\t%.1f\t%.1f\n", s, p, r, tps, tx, pt / hz / tx * 1e6, gt / hz / tx * 1e6, c / tx * 1e6 }' >>"$RESULTS"
-	log "$(printf '%-9s %-9s round %s: %10.1f tps' "$section" "$path" "$round" "$tps")"
+	awk -v s="$section" -v p="$path" -v r="$round" -v tps="$tps" -v tx="$tx" -v pt=$((p1 - p0)) -v gt=$((g1 - g0)) -v bt=$((b1 - b0)) \
+		-v c="$cpu" -v w="$wall" -v hz="$CLK_TCK" 'BEGIN {
+			o = (bt - pt - gt) / hz - c; if (o < 0) o = 0
+			printf "%s\t%s\t%s\t%.1f\t%d\t%.1f\t%.1f\t%.1f\t%.2f\n", s, p, r, tps, tx, pt / hz / tx * 1e6, gt / hz / tx * 1e6, c / tx * 1e6, o / w
+		}' >>"$RESULTS"
+	log "$(tail -n 1 "$RESULTS" | awk -F'\t' '{ printf "%-9s %-9s round %s: %9.1f tps; CPU µs/tx: proxy %s, postgres %s, pgbench %s; other processes %s cores", $1, $2, $3, $4, $6, $7, $8, $9 }')"
 }
 
 # sample_vigil DELAY ROUND: halfway through a run, Vigil's RSS, statement
@@ -280,6 +299,7 @@ sample_vigil() {
 	fi
 }
 
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 BASE=(-n -S -c "$CLIENTS" -j "$JOBS")
 log "warm-up: pgbench -S -T 5 direct"
 PGSSLMODE=disable PGPASSWORD=$APP_PW "$PGBIN/pgbench" "${BASE[@]}" -T 5 -h 127.0.0.1 -p "$PG_PORT" -U app app >/dev/null 2>&1
@@ -334,6 +354,7 @@ if [ "${VIGIL_PROFILE:-}" = 1 ]; then
 fi
 echo
 echo "== bench/pg.sh: Vigil PostgreSQL gateway vs direct vs pgbouncer (session mode) =="
+echo "load:      $LOAD0 (1/5/15 min load average before the runs)"
 echo "host:      $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); everything on this machine over 127.0.0.1"
 echo "versions:  $("$PGBIN/postgres" --version), $("$PGBOUNCER" --version | head -n 1), vigil $(git describe --always --dirty 2>/dev/null || echo '?'), $(go version | awk '{ print $3 }')"
 echo "database:  pgbench scale $SCALE, shared_buffers=256MB, fsync=off synchronous_commit=off full_page_writes=off (only pgbench -i writes; -S reads)"
@@ -373,6 +394,8 @@ awk -F'\t' -v rounds="$ROUNDS" -v clients="$CLIENTS" -v jobs="$JOBS" -v t="$T" '
 		printf "TLS on the client leg (sslmode=require; Vigil->PostgreSQL stays plaintext), 1 round:  direct %.1f tps   vigil %.1f tps (%s µs CPU/tx in vigil)   vigil/direct %s\n", \
 			tps["tls" SUBSEP "direct"], tps["tls" SUBSEP "vigil"], median(pr["tls" SUBSEP "vigil"]), r(tps["tls" SUBSEP "vigil"], tps["tls" SUBSEP "direct"])
 	}' "$RESULTS"
+awk -F'\t' '{ n++; o[n] = $9; s += $9; if ($9 > m) { m = $9; w = $1 " " $2 " round " $3 } }
+	END { printf "Other processes on this machine used %.2f cores on average during the runs (max %.2f, %s)%s\n", s / n, m, w, (m > 0.2) ? ": figures are disturbed, run again on a quiet machine" : "" }' "$RESULTS"
 echo
 echo "Latency per simple query: pgbench -n -S -c 1 -j 1 -T $LAT_T -l (per-transaction latency, µs)"
 awk -F'\t' '

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -331,7 +332,9 @@ func (f *pgFixture) pgSession(t testing.TB) string {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		out := f.s.must("", "sessions", "ls", "--active", "-o", "json")
-		var resp struct{ Sessions []struct{ ID, Kind, State string } }
+		var resp struct {
+			Sessions []struct{ ID, Kind, State string }
+		}
 		json.Unmarshal([]byte(out), &resp)
 		for _, s := range resp.Sessions {
 			if s.Kind == "pg" && s.State == "active" {
@@ -470,4 +473,81 @@ func (f *pgFixture) recordingOf(t testing.TB, id string) string {
 	f.s.must("", "recording", "export", id, "-o", p)
 	b, _ := os.ReadFile(p)
 	return string(b)
+}
+
+func TestPGGatewayPgbenchAndFaults(t *testing.T) {
+	f := newPGFixture(t, "pg:\n  max_message: 65536\n")
+	tok := f.token(t, "--grant", "db1:app:query")
+	bench := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(f.pg.BinDir, "pgbench"), append(args, f.dsn(""))...)
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+tok)
+		out, errOut, code := run(t, cmd, "")
+		if code != 0 {
+			t.Fatalf("pgbench %v: exit %d\n%s\n%s", args, code, out, errOut)
+		}
+		return out
+	}
+	// pgbench -i drops, creates and fills its tables through Vigil (COPY
+	// in, DDL): on this target the database pack only alerts. Then a
+	// select-only run with 8 clients.
+	f.s.must("", "target", "rules", "db1", "database=alert")
+	bench("-i", "-s", "1", "-q")
+	for _, mode := range []string{"simple", "prepared"} {
+		out := bench("-n", "-S", "-c", "8", "-j", "2", "-t", "200", "-M", mode)
+		if !strings.Contains(out, "number of transactions actually processed: 1600/1600") {
+			t.Fatalf("pgbench -S -M %s:\n%s", mode, out)
+		}
+	}
+	f.waitNoUpstream(t)
+
+	ctx := context.Background()
+	// An oversized message ends the session with 54000; nothing leaks.
+	c := f.connect(t, tok)
+	_, err := c.Exec(ctx, "select '"+strings.Repeat("x", 70000)+"'").ReadAll()
+	if err == nil || !strings.Contains(err.Error(), "54000") && !strings.Contains(err.Error(), "exceeds") {
+		t.Fatalf("oversized query: %v", err)
+	}
+	// A client that vanishes in the middle of COPY: the database rolls
+	// the copy back and Vigil lets go of the upstream connection.
+	c = f.connect(t, tok)
+	if _, err := c.Exec(ctx, "create table cp (n int)").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	nc := c.Conn()
+	if _, err := c.Exec(ctx, "select 1").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	copyIn := []byte{'Q'}
+	q := "copy cp from stdin\x00"
+	copyIn = append(copyIn, byte((len(q)+4)>>24), byte((len(q)+4)>>16), byte((len(q)+4)>>8), byte(len(q)+4))
+	copyIn = append(copyIn, q...)
+	for i := range 100 {
+		row := fmt.Sprintf("%d\n", i)
+		copyIn = append(copyIn, 'd', 0, 0, 0, byte(len(row)+4))
+		copyIn = append(copyIn, row...)
+	}
+	if _, err := nc.Write(copyIn); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	nc.Close()
+	f.waitNoUpstream(t)
+	if got := f.pg.Psql(t, "\\c app\nselect count(*) from cp"); got != "0" {
+		t.Fatalf("rows of the abandoned COPY: %s", got)
+	}
+	// The database is down: a clear error, audited, no session left.
+	f.pg.Stop()
+	_, err = pgconn.Connect(ctx, f.dsn(tok))
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "08006" || !strings.Contains(pe.Message, "cannot reach db1") {
+		t.Fatalf("login with the database down: %#v", err)
+	}
+	audit := f.s.must("", "audit", "search", "--type", "session.upstream_failed", "-o", "json") +
+		f.s.must("", "audit", "search", "--type", "db.protocol_error", "-o", "json")
+	for _, w := range []string{"unreachable", "exceeds the limit", "session.upstream_failed"} {
+		if !strings.Contains(audit, w) {
+			t.Errorf("audit lacks %q: %s", w, audit)
+		}
+	}
 }
