@@ -21,6 +21,7 @@ build:
 bench:
 	./bench/verify.sh
 	./bench/audit.sh
+	./bench/pg.sh
 
 ## lint: gofmt and go vet must be clean
 lint:
@@ -28,8 +29,11 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-## fuzz: fuzz token parsing, audit hashing, CEF and the recording container, FUZZTIME each (default 60s)
+## fuzz: fuzz token parsing, audit hashing, CEF, the recording container, the PostgreSQL startup, SQL splitting and masking, FUZZTIME each (default 60s)
 fuzz:
+	$(GO) test ./internal/gateway/pggw/ -run '^$$' -fuzz FuzzNegotiate -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/rules/ -run '^$$' -fuzz FuzzSplitSQL -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/masking/ -run '^$$' -fuzz FuzzRow -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/token/ -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/audit/ -run '^$$' -fuzz FuzzCanonical -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/siem/ -run '^$$' -fuzz FuzzCEF -fuzztime $(FUZZTIME)

@@ -17,6 +17,7 @@
 #        ROUNDS=1 T=5 LAT_T=5 bench/pg.sh      # quicker
 #        VIGIL_BIN=bin/vigil bench/pg.sh       # skip the build
 #        VIGIL_PROFILE=1 bench/pg.sh           # also print Vigil's CPU profile (top functions)
+#        VIGIL_PROFILE=DIR bench/pg.sh         # same, and keep the profile and binary in DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}     # interleaved rounds of direct, pgbouncer, vigil
@@ -187,7 +188,7 @@ else
 fi
 printf 'pg:\n  allow_plaintext_loopback: true\n' >"$TMP/vigil.yaml"
 vigil_env=()
-[ "${VIGIL_PROFILE:-}" = 1 ] && vigil_env=(VIGIL_CPUPROFILE="$TMP/vigil.pprof")
+[ -n "${VIGIL_PROFILE:-}" ] && vigil_env=(VIGIL_CPUPROFILE="$TMP/vigil.pprof")
 log "starting vigil serve"
 env "${vigil_env[@]}" "$TMP/vigil" serve --data "$VDATA" --http-addr 127.0.0.1:0 --ssh-addr 127.0.0.1:0 --pg-addr 127.0.0.1:0 \
 	--config "$TMP/vigil.yaml" >"$TMP/vigil.out" 2>"$TMP/vigil.err" &
@@ -343,11 +344,16 @@ done
 for _ in $(seq 1 100); do [ "$(metric vigil_querylog_queue_depth)" = 0 ] && break; sleep 0.1; done
 QL_WRITTEN=$(metric vigil_querylog_written_total)
 QL_DEPTH=$(metric vigil_querylog_queue_depth)
+# Every session through Vigil has ended: none of its upstream connections
+# should be left.
+vigil_upstream() { ss -Htnp state established "dport = :$PG_PORT" | grep -c "pid=$vigil_pid," || true; }
+for _ in $(seq 1 50); do [ "$(vigil_upstream)" = 0 ] && break; sleep 0.1; done
+UPSTREAM_LEFT=$(vigil_upstream)
 VIGIL_TX=$(awk -F'\t' '$2 == "vigil" { n += $5 } END { print n + 0 }' "$RESULTS")
 VIGIL_RUNS=$(awk -F'\t' '$2 == "vigil" { n++ } END { print n + 0 }' "$RESULTS")
 
 # --- summary -----------------------------------------------------------------
-if [ "${VIGIL_PROFILE:-}" = 1 ]; then
+if [ -n "${VIGIL_PROFILE:-}" ]; then
 	kill -TERM "$vigil_pid"
 	wait "$vigil_pid" || true
 	vigil_pid=
@@ -417,6 +423,7 @@ rss_after=$(awk '{ printf "%s%.1f", (NR > 1 ? "/" : ""), $1 / 1024 }' $(ls "$TMP
 qdepth=$(awk '{ printf "%s%s", (NR > 1 ? "/" : ""), $2 }' $(ls "$TMP"/sample.* | sort))
 echo "Vigil memory (VmRSS, MiB, rounds 1..$ROUNDS): during the $CLIENTS-client run $rss_during; after it $rss_after; peak VmHWM $(awk -v k="$VM_HWM" 'BEGIN { printf "%.1f", k / 1024 }')"
 echo "Statement log: $QL_WRITTEN statements written for $VIGIL_TX pgbench transactions in $VIGIL_RUNS runs through Vigil (+1 scale query per run); queue depth mid-run $qdepth, at the end $QL_DEPTH"
+echo "Vigil upstream connections still open after the runs: $UPSTREAM_LEFT; data dir: vigil.db (+WAL) $(du -cm "$VDATA"/vigil.db* | awk 'END { print $1 }') MiB, recordings $(du -sm "$VDATA/recordings" 2>/dev/null | awk '{ print $1 }') MiB"
 nerr=$(grep -c 'level=ERROR' "$TMP/vigil.err" || true)
 nwarn=$(grep -c 'level=WARN' "$TMP/vigil.err" || true)
 echo "Vigil log: $nerr level=ERROR, $nwarn level=WARN lines"
@@ -425,7 +432,8 @@ if [ -s "$TMP/top.txt" ]; then
 	echo "top, halfway through round 1 through Vigil:"
 	sed 's/^/  /' "$TMP/top.txt"
 fi
-if [ "${VIGIL_PROFILE:-}" = 1 ] && [ -s "$TMP/vigil.pprof" ]; then
+if [ -n "${VIGIL_PROFILE:-}" ] && [ -s "$TMP/vigil.pprof" ]; then
+	[ -d "$VIGIL_PROFILE" ] && cp "$TMP/vigil.pprof" "$TMP/vigil" "$VIGIL_PROFILE/"
 	echo "Vigil CPU profile (whole run), top functions:"
 	go tool pprof -top -nodecount=25 "$TMP/vigil" "$TMP/vigil.pprof" 2>/dev/null | sed 's/^/  /'
 fi

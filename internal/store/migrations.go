@@ -258,6 +258,7 @@ var migrations = []string{
 	CREATE INDEX queries_time ON queries (time);
 	CREATE INDEX queries_target ON queries (target, time);
 	CREATE INDEX queries_subject ON queries (subject, time);
+	CREATE INDEX queries_source ON queries (source, time);
 	CREATE VIRTUAL TABLE queries_fts USING fts5(statement, content='', contentless_delete=1);
 	ALTER TABLE targets ADD COLUMN tls TEXT NOT NULL DEFAULT '';
 	ALTER TABLE targets ADD COLUMN tls_ca TEXT NOT NULL DEFAULT '';`,

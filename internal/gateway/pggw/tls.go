@@ -79,8 +79,7 @@ func LoadOrCreateCertificate(ctx context.Context, db *store.DB, mk *masterkey.Ke
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("pggw: tls key: %w", err)
 	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-	cert, err := tls.X509KeyPair([]byte(certPEM), keyPEM)
+	cert, err := tls.X509KeyPair([]byte(certPEM), pemKey(kder))
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("pggw: stored tls certificate: %w", err)
 	}
@@ -130,4 +129,9 @@ func selfSigned(hosts []string, now time.Time) (certPEM, keyDER []byte, err erro
 		return nil, nil, fmt.Errorf("pggw: tls key: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyDER, nil
+}
+
+// pemKey wraps a PKCS #8 private key (DER) in PEM.
+func pemKey(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
