@@ -401,7 +401,7 @@ awk -F'\t' -v rounds="$ROUNDS" -v clients="$CLIENTS" -v jobs="$JOBS" -v t="$T" '
 			tps["tls" SUBSEP "direct"], tps["tls" SUBSEP "vigil"], median(pr["tls" SUBSEP "vigil"]), r(tps["tls" SUBSEP "vigil"], tps["tls" SUBSEP "direct"])
 	}' "$RESULTS"
 awk -F'\t' '{ n++; o[n] = $9; s += $9; if ($9 > m) { m = $9; w = $1 " " $2 " round " $3 } }
-	END { printf "Other processes on this machine used %.2f cores on average during the runs (max %.2f, %s)%s\n", s / n, m, w, (m > 0.2) ? ": figures are disturbed, run again on a quiet machine" : "" }' "$RESULTS"
+	END { printf "CPU busy outside pgbench, proxy and postgres (other processes, kernel softirq): %.2f cores on average per run (max %.2f, %s)%s\n", s / n, m, w, (m > 0.2) ? ": figures may be disturbed; compare with a run on a quiet machine" : "" }' "$RESULTS"
 echo
 echo "Latency per simple query: pgbench -n -S -c 1 -j 1 -T $LAT_T -l (per-transaction latency, µs)"
 awk -F'\t' '
@@ -422,7 +422,8 @@ rss_during=$(awk '{ printf "%s%.1f", (NR > 1 ? "/" : ""), $1 / 1024 }' $(ls "$TM
 rss_after=$(awk '{ printf "%s%.1f", (NR > 1 ? "/" : ""), $1 / 1024 }' $(ls "$TMP"/rss_after.* | sort))
 qdepth=$(awk '{ printf "%s%s", (NR > 1 ? "/" : ""), $2 }' $(ls "$TMP"/sample.* | sort))
 echo "Vigil memory (VmRSS, MiB, rounds 1..$ROUNDS): during the $CLIENTS-client run $rss_during; after it $rss_after; peak VmHWM $(awk -v k="$VM_HWM" 'BEGIN { printf "%.1f", k / 1024 }')"
-echo "Statement log: $QL_WRITTEN statements written for $VIGIL_TX pgbench transactions in $VIGIL_RUNS runs through Vigil (+1 scale query per run); queue depth mid-run $qdepth, at the end $QL_DEPTH"
+QL_WANT=$((VIGIL_TX + 2 * VIGIL_RUNS + 1))
+echo "Statement log: $QL_WRITTEN statements written, $QL_WANT expected ($VIGIL_TX pgbench transactions in $VIGIL_RUNS runs through Vigil, 2 setup queries per run, 1 login check); queue depth (capacity 8192) mid-run $qdepth, at the end $QL_DEPTH"
 echo "Vigil upstream connections still open after the runs: $UPSTREAM_LEFT; data dir: vigil.db (+WAL) $(du -cm "$VDATA"/vigil.db* | awk 'END { print $1 }') MiB, recordings $(du -sm "$VDATA/recordings" 2>/dev/null | awk '{ print $1 }') MiB"
 nerr=$(grep -c 'level=ERROR' "$TMP/vigil.err" || true)
 nwarn=$(grep -c 'level=WARN' "$TMP/vigil.err" || true)
