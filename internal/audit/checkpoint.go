@@ -174,8 +174,12 @@ func (c Checkpoint) Valid(keys map[string]ed25519.PublicKey) error {
 }
 
 func writeCheckpoint(ctx context.Context, db *store.DB, c Checkpoint) error {
-	_, err := db.ExecContext(ctx, `INSERT INTO audit_checkpoints (seq, hash, time, kid, signature) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (seq) DO NOTHING`, c.Seq, c.Hash, store.Nanos(c.Time), c.KID, c.Signature)
+	// A transaction, to take its turn with the other writers (store.DB.Tx).
+	err := db.Tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO audit_checkpoints (seq, hash, time, kid, signature) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (seq) DO NOTHING`, c.Seq, c.Hash, store.Nanos(c.Time), c.KID, c.Signature)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("audit: write checkpoint at %d: %w", c.Seq, err)
 	}

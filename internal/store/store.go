@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -29,6 +30,11 @@ type DB struct {
 	*sql.DB
 	// URL is the store URL it was opened from, for messages.
 	URL string
+	// txMu queues this process's write transactions (Tx) in Go, fairly:
+	// SQLite's busy handler polls with growing sleeps, and a writer that
+	// commits back to back (the statement log under load) could keep
+	// another (an audit checkpoint) waiting past busy_timeout.
+	txMu sync.Mutex
 }
 
 // busyTimeout is how long SQLite waits for a competing writer before it
@@ -108,8 +114,11 @@ func openSQLite(ctx context.Context, rawURL, path string) (*DB, error) {
 	return db, nil
 }
 
-// Tx runs fn in a transaction, committing if it returns nil.
+// Tx runs fn in a write transaction, committing if it returns nil. The
+// process's transactions take turns (see DB.txMu); fn must not call Tx.
 func (db *DB) Tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	db.txMu.Lock()
+	defer db.txMu.Unlock()
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
