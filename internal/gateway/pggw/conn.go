@@ -3,6 +3,7 @@ package pggw
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -178,7 +179,7 @@ func (c *conn) run() {
 // welcome completes the client's login as the database would: the
 // server's parameters, Vigil's cancel key, ready for query.
 func (c *conn) welcome() error {
-	c.key = c.s.newKey(c, c.cl.version)
+	c.s.newKey(c, c.cl.version)
 	msgs := []encoder{&pgproto3.AuthenticationOk{}}
 	names := make([]string, 0, len(c.info.up.ParameterStatuses))
 	for k := range c.info.up.ParameterStatuses {
@@ -186,6 +187,11 @@ func (c *conn) welcome() error {
 	}
 	sort.Strings(names)
 	for _, k := range names {
+		if reason := c.unsafeParameter(k, c.info.up.ParameterStatuses[k]); reason != "" {
+			c.audit("db.guard_violated", map[string]any{"parameter": k, "value": clip(c.info.up.ParameterStatuses[k], 64), "phase": "start"})
+			c.refuse(stateFeatureNotSupp, reason)
+			return errors.New(reason)
+		}
 		msgs = append(msgs, &pgproto3.ParameterStatus{Name: k, Value: c.info.up.ParameterStatuses[k]})
 	}
 	msgs = append(msgs, &pgproto3.BackendKeyData{ProcessID: c.key.pid, SecretKey: c.key.secret})

@@ -55,7 +55,7 @@ func TestSubstituteQuotes(t *testing.T) {
 
 func TestUnsafeEncoding(t *testing.T) {
 	for enc, want := range map[string]bool{"UTF8": false, "utf-8": false, "LATIN1": false, "SQL_ASCII": false, "": false,
-		"SJIS": true, "shift_jis_2004": true, "Big5": true, "GBK": true, "GB18030": true, "UHC": true, "JOHAB": true, "WIN932": true} {
+		"SJIS": true, "shift_jis_2004": true, "MSKANJI": true, "S.JIS": true, "Windows932": true, "Big5": true, "GBK": true, "GB18030": true, "UHC": true, "JOHAB": true, "WIN932": true} {
 		if got := unsafeEncoding(enc); got != want {
 			t.Errorf("unsafeEncoding(%q) = %v", enc, got)
 		}

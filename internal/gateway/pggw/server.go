@@ -496,8 +496,17 @@ func (s *Server) startupMessage(cl *client, version uint32, body []byte) error {
 // client-only encodings): SQL in it reads differently to Vigil's checks
 // than to the database.
 func unsafeEncoding(enc string) bool {
-	switch strings.ToUpper(strings.NewReplacer("_", "", "-", "").Replace(strings.TrimSpace(enc))) {
-	case "SJIS", "SHIFTJIS", "SHIFTJIS2004", "BIG5", "GBK", "UHC", "GB18030", "JOHAB", "WIN932", "WIN936", "WIN949", "WIN950", "CP932", "CP936", "CP949", "CP950":
+	// PostgreSQL compares encoding names by their letters and digits only.
+	var b strings.Builder
+	for _, r := range strings.ToLower(enc) {
+		if 'a' <= r && r <= 'z' || '0' <= r && r <= '9' {
+			b.WriteRune(r)
+		}
+	}
+	switch b.String() {
+	case "sjis", "shiftjis", "shiftjis2004", "mskanji", "big5", "gbk", "uhc", "gb18030", "johab",
+		"win932", "win936", "win949", "win950", "windows932", "windows936", "windows949", "windows950",
+		"cp932", "cp936", "cp949", "cp950", "tcvn", "tcvn5712", "abc", "vscii":
 		return true
 	}
 	return false
@@ -510,9 +519,9 @@ type backendKey struct {
 	secret []byte
 }
 
-// newKey returns a fresh key for a session on protocol version, unique
+// newKey gives c a fresh key for a session on protocol version, unique
 // among the live sessions, and registers c under it.
-func (s *Server) newKey(c *conn, version uint32) backendKey {
+func (s *Server) newKey(c *conn, version uint32) {
 	n := 4
 	if version >= pgproto3.ProtocolVersion32 {
 		n = 32 // 3.2 allows up to 256 bytes; 256 bits is plenty
@@ -529,8 +538,8 @@ func (s *Server) newKey(c *conn, version uint32) backendKey {
 		}
 	}
 	rand.Read(k.secret)
+	c.key = k // under s.mu: cancel reads it under s.mu too
 	s.keys[k.pid] = c
-	return k
 }
 
 // cancel serves a CancelRequest: the session holding the process ID
@@ -546,8 +555,9 @@ func (s *Server) cancel(ctx context.Context, cl *client, body []byte) {
 	secret := body[8:]
 	s.mu.Lock()
 	c := s.keys[pid]
+	ok := c != nil && subtle.ConstantTimeCompare(secret, c.key.secret) == 1
 	s.mu.Unlock()
-	if c == nil || subtle.ConstantTimeCompare(secret, c.key.secret) != 1 {
+	if !ok {
 		s.cfg.Audit.Append(ctx, audit.Event{Type: "db.cancel_refused", Source: cl.source.String(), Data: map[string]any{"reason": "unknown_key"}})
 		return
 	}

@@ -179,6 +179,12 @@ func (c *conn) upstreamPump() {
 		}
 		typ, body, err := ur.next()
 		if err != nil {
+			// terminate writes to the client under wmu: let go of it.
+			if locked {
+				c.cw.Flush()
+				c.wmu.Unlock()
+				locked = false
+			}
 			if c.ctx.Err() == nil {
 				e := &ended{reason: "the database closed the connection"}
 				if !fatal {
@@ -448,7 +454,7 @@ func (p *pending) resultDesc(e *execution) *rowDesc {
 func (c *conn) row(p *pending, e *execution, body []byte) (bool, []byte) {
 	e.rows++
 	d := p.resultDesc(e)
-	record := c.s.cfg.RecordRows < 0 || e.shown < c.s.cfg.RecordRows
+	record := c.s.cfg.RecordRows > 0 && e.shown < c.s.cfg.RecordRows
 	active := d != nil && d.plan != nil && d.plan.Active()
 	if !active && !record {
 		return true, nil
@@ -515,12 +521,21 @@ func (c *conn) parameterChanged(body []byte) {
 	if ps.Decode(body) != nil {
 		return
 	}
-	switch {
-	case ps.Name == "client_encoding" && unsafeEncoding(ps.Value):
+	if reason := c.unsafeParameter(ps.Name, ps.Value); reason != "" {
 		c.audit("db.guard_violated", map[string]any{"parameter": ps.Name, "value": clip(ps.Value, 64)})
-		go c.terminate(&ended{reason: "client_encoding " + clip(ps.Value, 32) + " is not supported through Vigil", code: stateFeatureNotSupp})
-	case ps.Name == "default_transaction_read_only" && c.info.readOnly && ps.Value != "on":
-		c.audit("db.guard_violated", map[string]any{"parameter": ps.Name, "value": clip(ps.Value, 64)})
-		go c.terminate(&ended{reason: "the read-only guard was turned off", code: stateReadOnlyTx})
+		go c.terminate(&ended{reason: reason, code: stateFeatureNotSupp})
 	}
+}
+
+// unsafeParameter says why a setting the database reports defeats
+// Vigil's checks, or "". This is detection after the fact: statements
+// pipelined behind the change may already have run.
+func (c *conn) unsafeParameter(name, value string) string {
+	switch {
+	case name == "client_encoding" && unsafeEncoding(value):
+		return "client_encoding " + clip(value, 32) + " is not supported through Vigil"
+	case name == "default_transaction_read_only" && c.info.readOnly && value != "on":
+		return "the read-only guard was turned off"
+	}
+	return ""
 }

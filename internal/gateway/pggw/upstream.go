@@ -126,6 +126,13 @@ func (s *Server) connectUpstream(ctx context.Context, info *authInfo, params map
 			cfg.RuntimeParams[k] = v
 		}
 	}
+	// Vigil's SQL checks read statements as UTF-8 with standard
+	// conforming strings: the session starts that way whatever the
+	// role's or database's defaults say.
+	if enc := cfg.RuntimeParams["client_encoding"]; enc == "" || strings.EqualFold(enc, "auto") {
+		cfg.RuntimeParams["client_encoding"] = "UTF8"
+	}
+	cfg.RuntimeParams["standard_conforming_strings"] = "on"
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = "vigil"
 	}
