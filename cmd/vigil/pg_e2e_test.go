@@ -29,16 +29,7 @@ type pgFixture struct {
 func newPGFixture(t testing.TB, config string) *pgFixture {
 	t.Helper()
 	pg := pgtest.Start(t)
-	var args []string
-	if config != "" {
-		p := filepath.Join(t.TempDir(), "vigil.yaml")
-		os.WriteFile(p, []byte(config), 0o600)
-		args = []string{"--config", p}
-	}
-	s, err := startServer(t, filepath.Join(t.TempDir(), "data"), nil, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := startConfigured(t, config)
 	cmd := exec.Command(vigilBin, "target", "add", "db1", "--pg", pg.Addr, "--database", pg.Database, "--login", pg.User,
 		"--password-env", "DB1_PW", "--tls-ca", pg.CACertFile)
 	cmd.Env = append(os.Environ(), "VIGIL_ADDR=http://"+s.addr, "VIGIL_DATA="+s.data, "DB1_PW="+pg.Password)
@@ -415,7 +406,7 @@ func TestPGGatewayStatementLogTranscriptAndLiveControls(t *testing.T) {
 		t.Errorf("full-text search of the statement log: %s", out)
 	}
 	// The transcript plays like a psql session, masked, and says so.
-	cast := f.recordingOf(t, sid)
+	cast := f.s.recording(t, sid)
 	for _, w := range []string{"db1=> select id, name, email from items order by id", "a*******@example.com", "(2 rows)",
 		"values masked", "INSERT 0 1", "statement blocked (db.drop)", "ERROR:  syntax error", "Time: "} {
 		if !strings.Contains(cast, w) {
@@ -464,15 +455,6 @@ func TestPGGatewayStatementLogTranscriptAndLiveControls(t *testing.T) {
 		t.Fatalf("locked user logged in: %v", err)
 	}
 	f.waitNoUpstream(t)
-}
-
-// recordingOf exports a session's recording as asciicast text.
-func (f *pgFixture) recordingOf(t testing.TB, id string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), id+".cast")
-	f.s.must("", "recording", "export", id, "-o", p)
-	b, _ := os.ReadFile(p)
-	return string(b)
 }
 
 func TestPGGatewayPgbenchAndFaults(t *testing.T) {

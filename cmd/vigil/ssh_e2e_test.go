@@ -74,16 +74,7 @@ type gatewayFixture struct {
 func newGatewayFixture(t testing.TB, config string) *gatewayFixture {
 	t.Helper()
 	sshd := sshdtest.Start(t)
-	var args []string
-	if config != "" {
-		p := filepath.Join(t.TempDir(), "vigil.yaml")
-		os.WriteFile(p, []byte(config), 0o600)
-		args = []string{"--config", p}
-	}
-	s, err := startServer(t, filepath.Join(t.TempDir(), "data"), nil, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := startConfigured(t, config)
 	out := s.must("", "target", "add", "web1", "--ssh", sshd.Addr, "--login", "root", "--key-file", sshd.ClientKeyFile, "--label", "env=test")
 	if !strings.Contains(out, "SHA256:") {
 		t.Fatalf("target add did not pin a host key: %s", out)
@@ -94,6 +85,23 @@ func newGatewayFixture(t testing.TB, config string) *gatewayFixture {
 		t.Fatalf("target add web2: %v %s", err, b)
 	}
 	return &gatewayFixture{s: s, sshd: sshd}
+}
+
+// startConfigured runs vigil serve with config (YAML; "" for the
+// defaults) in a fresh data directory.
+func startConfigured(t testing.TB, config string) *server {
+	t.Helper()
+	var args []string
+	if config != "" {
+		p := filepath.Join(t.TempDir(), "vigil.yaml")
+		os.WriteFile(p, []byte(config), 0o600)
+		args = []string{"--config", p}
+	}
+	s, err := startServer(t, filepath.Join(t.TempDir(), "data"), nil, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func (f *gatewayFixture) token(t testing.TB, args ...string) string {
@@ -112,10 +120,13 @@ func (f *gatewayFixture) lastSession(t *testing.T) string {
 	return strings.Fields(lines[1])[0]
 }
 
-func (f *gatewayFixture) recording(t *testing.T, id string) string {
+func (f *gatewayFixture) recording(t *testing.T, id string) string { return f.s.recording(t, id) }
+
+// recording exports a session's recording as asciicast text.
+func (s *server) recording(t testing.TB, id string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), id+".cast")
-	f.s.must("", "recording", "export", id, "-o", p)
+	s.must("", "recording", "export", id, "-o", p)
 	b, _ := os.ReadFile(p)
 	return string(b)
 }

@@ -98,10 +98,16 @@ func appendText(b *strings.Builder, v any) {
 	}
 }
 
-// ftsQuery turns a user's text into an FTS5 query that cannot be a syntax
-// error: every word and phrase is quoted; FTS5 operators typed by the user
-// are searched as words.
-func ftsQuery(text string) (string, error) {
+// ftsQuery is FTSQuery for the audit search.
+func ftsQuery(text string) (string, error) { return FTSQuery(text, ErrBadQuery) }
+
+// FTSQuery turns a user's text into an FTS5 query that cannot be a syntax
+// error: every word and phrase is quoted (FTS5 operators typed by the user
+// are searched as words), a word ending in * is a prefix, and the terms
+// are ANDed. Its errors wrap bad, the caller's bad-query error. Every
+// full-text search over Vigil's records (audit events, statements) reads
+// user text this way.
+func FTSQuery(text string, bad error) (string, error) {
 	var terms []string
 	rest := strings.TrimSpace(text)
 	for rest != "" {
@@ -110,7 +116,7 @@ func ftsQuery(text string) (string, error) {
 		if rest[0] == '"' {
 			end := strings.IndexByte(rest[1:], '"')
 			if end < 0 {
-				return "", fmt.Errorf("%w: unbalanced quote in %q", ErrBadQuery, text)
+				return "", fmt.Errorf("%w: unbalanced quote in %q", bad, text)
 			}
 			term, rest = rest[1:1+end], rest[2+end:]
 		} else {
@@ -134,10 +140,10 @@ func ftsQuery(text string) (string, error) {
 		terms = append(terms, q)
 	}
 	if len(terms) == 0 {
-		return "", fmt.Errorf("%w: %q has no words to search for", ErrBadQuery, text)
+		return "", fmt.Errorf("%w: %q has no words to search for", bad, text)
 	}
 	if len(terms) > maxTextTerms {
-		return "", fmt.Errorf("%w: at most %d words or phrases", ErrBadQuery, maxTextTerms)
+		return "", fmt.Errorf("%w: at most %d words or phrases", bad, maxTextTerms)
 	}
 	return strings.Join(terms, " AND "), nil
 }

@@ -5,10 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/vigil-pam/vigil/internal/audit"
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/vigil-pam/vigil/internal/store"
 )
@@ -19,8 +19,6 @@ const (
 	DefaultLimit = 100
 	// MaxLimit caps Query.Limit.
 	MaxLimit = 1000
-	// maxTextTerms bounds the words of a full-text query.
-	maxTextTerms = 16
 	// perRowMax is the most rows the indexed filters may select for a
 	// text search to check them one by one (see Search).
 	perRowMax = 256
@@ -100,7 +98,7 @@ func Search(ctx context.Context, db *store.DB, q Query) (Result, error) {
 	var match string
 	if q.Text != "" {
 		var err error
-		if match, err = ftsQuery(q.Text); err != nil {
+		if match, err = audit.FTSQuery(q.Text, ErrBadQuery); err != nil {
 			return Result{}, err
 		}
 	}
@@ -228,53 +226,4 @@ func scan(rows *sql.Rows) ([]Stored, error) {
 		out = append(out, s)
 	}
 	return out, rows.Err()
-}
-
-// ftsQuery turns a user's text into an FTS5 query that cannot be a syntax
-// error, as the audit log's search does: every word and phrase is quoted
-// (so FTS5 operators typed by the user are searched as words), a word
-// ending in * is a prefix, and the terms are ANDed.
-func ftsQuery(text string) (string, error) {
-	var terms []string
-	rest := strings.TrimSpace(text)
-	for rest != "" {
-		var term string
-		prefix := false
-		if rest[0] == '"' {
-			end := strings.IndexByte(rest[1:], '"')
-			if end < 0 {
-				return "", fmt.Errorf("%w: unbalanced quote in %q", ErrBadQuery, text)
-			}
-			term, rest = rest[1:1+end], rest[2+end:]
-		} else {
-			end := strings.IndexFunc(rest, unicode.IsSpace)
-			if end < 0 {
-				end = len(rest)
-			}
-			term, rest = rest[:end], rest[end:]
-			if strings.HasSuffix(term, "*") {
-				term, prefix = strings.TrimRight(term, "*"), true
-			}
-		}
-		rest = strings.TrimSpace(rest)
-		if !hasWordChar(term) {
-			continue // punctuation only: the tokenizer indexes no such word
-		}
-		q := `"` + strings.ReplaceAll(term, `"`, `""`) + `"`
-		if prefix {
-			q += "*"
-		}
-		terms = append(terms, q)
-	}
-	if len(terms) == 0 {
-		return "", fmt.Errorf("%w: %q has no words to search for", ErrBadQuery, text)
-	}
-	if len(terms) > maxTextTerms {
-		return "", fmt.Errorf("%w: at most %d words or phrases", ErrBadQuery, maxTextTerms)
-	}
-	return strings.Join(terms, " AND "), nil
-}
-
-func hasWordChar(s string) bool {
-	return strings.IndexFunc(s, func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }) >= 0
 }

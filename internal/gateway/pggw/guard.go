@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/vigil-pam/vigil/internal/alert"
+	"github.com/vigil-pam/vigil/internal/gateway"
 	"github.com/vigil-pam/vigil/internal/rules"
 	"github.com/vigil-pam/vigil/internal/session"
 )
@@ -23,22 +23,9 @@ type verdict struct {
 	termMessage string
 }
 
-// ruleSet resolves the target's rules as the SSH gateway does: its own
-// packs or the default ones; on a break-glass token, unless enforced,
-// every action reduced to alert.
+// ruleSet resolves the rules of the session's target (gateway.RuleSet).
 func (c *conn) ruleSet() (*rules.Set, error) {
-	if c.s.cfg.Rules == nil {
-		return nil, nil
-	}
-	packs := c.info.target.RulePacks
-	if len(packs) == 0 {
-		packs = c.s.cfg.DefaultRulePacks
-	}
-	set, err := c.s.cfg.Rules.Set(packs)
-	if err != nil || !c.sess.BreakGlass || c.s.cfg.EnforceOnBreakGlass {
-		return set, err
-	}
-	return set.AlertOnly(), nil
+	return gateway.RuleSet(c.s.cfg.Rules, c.info.target.RulePacks, c.s.cfg.DefaultRulePacks, c.sess.BreakGlass, c.s.cfg.EnforceOnBreakGlass)
 }
 
 // guard checks sql (a simple query string or one parsed statement)
@@ -63,7 +50,7 @@ func (c *conn) guard(sql string) verdict {
 	if !ok {
 		return verdict{}
 	}
-	c.reportHits(sql, hits, top.Rule.Action)
+	c.reportHits(hits, top.Rule.Action)
 	switch top.Rule.Action {
 	case rules.ActionBlock:
 		c.mark(fmt.Sprintf("rule %s: blocked: %s", top.Rule.ID, clip(top.Text, 512)))
@@ -95,30 +82,13 @@ func (c *conn) mark(label string) {
 	}
 }
 
-// reportHits records rule hits: a rule.hit audit event each (durable
-// before the statement proceeds) and an alert.
-func (c *conn) reportHits(text string, hits []rules.Hit, taken rules.Action) {
+// reportHits records rule hits (gateway.Hits.Report), each with the
+// statement it hit.
+func (c *conn) reportHits(hits []rules.Hit, taken rules.Action) {
+	r := gateway.Hits{Audit: c.audit, Alerts: c.s.cfg.Alerts, Log: c.s.cfg.Log, User: c.sess.User, Target: c.sess.Target,
+		Session: c.sess.ID, Source: c.sess.Source}
 	for _, h := range hits {
-		data := map[string]any{"rule": h.Rule.ID, "pack": h.Rule.Pack, "kind": string(rules.KindSQL), "severity": string(h.Rule.Severity),
-			"action": string(h.Rule.Action), "taken": string(taken), "text": clip(h.Text, 4096), "description": h.Rule.Description}
-		c.audit("rule.hit", data)
-		if c.s.cfg.Alerts == nil {
-			continue
-		}
-		sev, err := alert.ParseSeverity(string(h.Rule.Severity))
-		if err != nil {
-			sev = alert.Medium
-		}
-		_, _, err = c.s.cfg.Alerts.Raise(context.WithoutCancel(c.ctx), alert.Alert{
-			Severity: sev, Kind: "rule", Rule: h.Rule.ID, Actor: c.sess.User, Target: c.sess.Target, Session: c.sess.ID,
-			Source:   c.sess.Source,
-			Summary:  fmt.Sprintf("%s (%s, %s)", h.Rule.Description, h.Rule.ID, taken),
-			Data:     map[string]any{"text": clip(h.Text, 4096), "kind": string(rules.KindSQL), "pack": h.Rule.Pack, "action": string(h.Rule.Action), "taken": string(taken)},
-			DedupKey: "rule|" + c.sess.ID + "|" + h.Rule.ID + "|" + clip(h.Text, 256),
-		})
-		if err != nil {
-			c.s.cfg.Log.Error("alert not raised", append(c.log(), "rule", h.Rule.ID, "err", err)...)
-		}
+		r.Report(context.WithoutCancel(c.ctx), rules.KindSQL, clip(h.Text, 4096), []rules.Hit{h}, taken)
 	}
 }
 

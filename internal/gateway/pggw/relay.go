@@ -188,8 +188,8 @@ func (c *conn) onParse(st *clientState, body []byte) bool {
 	return c.forward('P', body)
 }
 
-// onBind handles Bind: the portal remembers its statement, result
-// formats and (for the transcript) its text parameters.
+// onBind handles Bind: the portal remembers its statement and (for the
+// transcript) its parameters.
 func (c *conn) onBind(st *clientState, body []byte) bool {
 	var m pgproto3.Bind
 	if err := m.Decode(body); err != nil {
@@ -201,7 +201,6 @@ func (c *conn) onBind(st *clientState, body []byte) bool {
 		return false
 	}
 	po := &portal{st: st.stmts[m.PreparedStatement], params: len(m.Parameters)}
-	po.formats = append(po.formats, m.ResultFormatCodes...)
 	po.args = showArgs(m.Parameters, m.ParameterFormatCodes)
 	st.portals[m.DestinationPortal] = po
 	c.tr.push(&pending{kind: reqBind, po: po})

@@ -41,8 +41,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
-	"github.com/vigil-pam/vigil/internal/alert"
 	"github.com/vigil-pam/vigil/internal/audit"
+	"github.com/vigil-pam/vigil/internal/gateway"
 	"github.com/vigil-pam/vigil/internal/masking"
 	"github.com/vigil-pam/vigil/internal/policy"
 	"github.com/vigil-pam/vigil/internal/querylog"
@@ -79,9 +79,7 @@ type QueryLog interface {
 }
 
 // Alerter raises alerts; *alert.Store implements it.
-type Alerter interface {
-	Raise(ctx context.Context, a alert.Alert) (alert.Alert, bool, error)
-}
+type Alerter = gateway.Alerter
 
 // Config wires the gateway. Fields without a stated default are required.
 type Config struct {
@@ -139,7 +137,6 @@ type Server struct {
 	cfg    Config
 	tlsCfg *tls.Config
 
-	wg sync.WaitGroup
 	// mu guards conns and keys.
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -210,29 +207,7 @@ func setDefault(d *time.Duration, v time.Duration) {
 // listener and ends every live session (recording and auditing their end)
 // before returning.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				s.closeAll()
-				s.wg.Wait()
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(50 * time.Millisecond)
-				continue
-			}
-			return fmt.Errorf("pggw: accept: %w", err)
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.handle(ctx, nc)
-		}()
-	}
+	return gateway.Serve(ctx, "pggw", ln, func(nc net.Conn) { s.handle(ctx, nc) }, s.closeAll)
 }
 
 // closeAll ends every live session, at shutdown.
@@ -246,13 +221,6 @@ func (s *Server) closeAll() {
 	for _, c := range conns {
 		c.terminate(&ended{reason: "gateway shutting down", code: stateAdminShutdown})
 	}
-}
-
-func addrOf(a net.Addr) netip.Addr {
-	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-		return ap.Addr().Unmap()
-	}
-	return netip.Addr{}
 }
 
 // client is the client side of a connection during startup.
@@ -288,7 +256,7 @@ func (e *startupError) Error() string {
 // handle runs one client connection from the first byte to the end.
 func (s *Server) handle(ctx context.Context, nc net.Conn) {
 	defer nc.Close()
-	cl := &client{nc: nc, r: bufio.NewReaderSize(nc, 8192), source: addrOf(nc.RemoteAddr())}
+	cl := &client{nc: nc, r: bufio.NewReaderSize(nc, 8192), source: gateway.AddrOf(nc.RemoteAddr())}
 	nc.SetDeadline(s.cfg.Now().Add(s.cfg.StartupTimeout))
 	err := s.negotiate(ctx, cl)
 	if err != nil {

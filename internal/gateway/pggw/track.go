@@ -35,17 +35,13 @@ const (
 type stmt struct {
 	text   string
 	params int
-	// desc is the statement's row description, once the database sent
-	// it (upstream pump only).
-	desc *rowDesc
 }
 
 // portal is a bound statement.
 type portal struct {
-	st      *stmt
-	formats []int16 // result format codes from Bind
-	params  int
-	args    string // the text-format parameters, for the transcript
+	st     *stmt
+	params int
+	args   string // the text-format parameters, for the transcript
 	// described is set when a Describe of the portal was forwarded since
 	// its Bind (client pump only); desc holds the answer (upstream pump).
 	described bool
@@ -243,23 +239,21 @@ func (c *conn) answer(typ byte, body []byte) (relay bool, rewritten []byte) {
 		if err := rd.Decode(body); err != nil {
 			return true, nil
 		}
-		d := c.describe(&rd, nil)
 		switch {
 		case p == nil:
 		case p.kind == reqDescribeStmt:
-			if p.st != nil {
-				p.st.desc = d
-			}
+			// Result formats come with Bind: rows are masked by the
+			// portal's description (the client's Describe or Vigil's).
 			c.tr.pop()
 			return !p.swallow, nil
 		case p.kind == reqDescribePortal:
 			if p.po != nil {
-				p.po.desc = d
+				p.po.desc = c.describe(&rd)
 			}
 			c.tr.pop()
 			return !p.swallow, nil
 		case p.kind == reqQuery && p.cur < len(p.execs):
-			p.execs[p.cur].desc = d
+			p.execs[p.cur].desc = c.describe(&rd)
 		}
 	case 'n': // NoData
 		if p != nil && (p.kind == reqDescribeStmt || p.kind == reqDescribePortal) {
@@ -419,19 +413,13 @@ func tagRows(tag string) (int64, bool) {
 	return n, err == nil
 }
 
-// describe turns a RowDescription into the columns and their masking
-// plan. formats, when given, are the Bind's result formats (a statement
-// description says text for every column).
-func (c *conn) describe(rd *pgproto3.RowDescription, formats []int16) *rowDesc {
+// describe turns a RowDescription (of a portal or a simple query, so
+// with the formats the rows come in) into the columns and their masking
+// plan.
+func (c *conn) describe(rd *pgproto3.RowDescription) *rowDesc {
 	d := &rowDesc{names: make([]string, len(rd.Fields)), oids: make([]uint32, len(rd.Fields)), fmts: make([]int16, len(rd.Fields))}
 	for i, f := range rd.Fields {
 		d.names[i], d.oids[i], d.fmts[i] = string(f.Name), f.DataTypeOID, f.Format
-		switch {
-		case len(formats) == 1:
-			d.fmts[i] = formats[0]
-		case len(formats) == len(rd.Fields):
-			d.fmts[i] = formats[i]
-		}
 	}
 	if c.s.cfg.Masking.Enabled() {
 		d.plan = c.s.cfg.Masking.Plan(d.names, d.oids, d.fmts)

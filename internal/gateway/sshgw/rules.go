@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/vigil-pam/vigil/internal/alert"
+	"github.com/vigil-pam/vigil/internal/gateway"
 	"github.com/vigil-pam/vigil/internal/rules"
 	"github.com/vigil-pam/vigil/internal/session"
 )
@@ -20,57 +20,19 @@ import (
 const clearLine = "\x07\x05\x15"
 
 // Alerter raises alerts; *alert.Store implements it.
-type Alerter interface {
-	Raise(ctx context.Context, a alert.Alert) (alert.Alert, bool, error)
-}
+type Alerter = gateway.Alerter
 
-// ruleSet resolves the rules of the session's target: its own packs, or
-// the server's default packs; on a break-glass token, by default, with
-// every action reduced to alert.
+// ruleSet resolves the rules of the session's target (gateway.RuleSet).
 func (c *conn) ruleSet() (*rules.Set, error) {
-	if c.s.cfg.Rules == nil {
-		return nil, nil
-	}
-	packs := c.info.target.RulePacks
-	if len(packs) == 0 {
-		packs = c.s.cfg.DefaultRulePacks
-	}
-	set, err := c.s.cfg.Rules.Set(packs)
-	if err != nil || !c.info.id.Claims.BreakGlass {
-		return set, err
-	}
-	if c.s.cfg.EnforceOnBreakGlass {
-		return set, nil
-	}
-	return set.AlertOnly(), nil
+	return gateway.RuleSet(c.s.cfg.Rules, c.info.target.RulePacks, c.s.cfg.DefaultRulePacks,
+		c.info.id.Claims.BreakGlass, c.s.cfg.EnforceOnBreakGlass)
 }
 
-// reportHits records rule hits: an audit event per hit (durable before
-// the action proceeds) and an alert. taken is what Vigil did about the
-// line (the strongest action of the hits); text may be shown redacted.
+// reportHits records rule hits (gateway.Hits.Report); text may be shown
+// redacted.
 func (c *conn) reportHits(kind rules.Kind, text string, hits []rules.Hit, taken rules.Action) {
-	for _, h := range hits {
-		data := map[string]any{"rule": h.Rule.ID, "pack": h.Rule.Pack, "kind": string(kind), "severity": string(h.Rule.Severity),
-			"action": string(h.Rule.Action), "taken": string(taken), "text": text, "description": h.Rule.Description}
-		c.audit("rule.hit", data)
-		if c.s.cfg.Alerts == nil {
-			continue
-		}
-		sev, err := alert.ParseSeverity(string(h.Rule.Severity))
-		if err != nil {
-			sev = alert.Medium
-		}
-		_, _, err = c.s.cfg.Alerts.Raise(context.WithoutCancel(c.ctx), alert.Alert{
-			Severity: sev, Kind: "rule", Rule: h.Rule.ID, Actor: c.sess.User, Target: c.sess.Target, Session: c.sess.ID,
-			Source:   c.sess.Source,
-			Summary:  fmt.Sprintf("%s (%s, %s)", h.Rule.Description, h.Rule.ID, taken),
-			Data:     map[string]any{"text": text, "kind": string(kind), "pack": h.Rule.Pack, "action": string(h.Rule.Action), "taken": string(taken)},
-			DedupKey: "rule|" + c.sess.ID + "|" + h.Rule.ID + "|" + text,
-		})
-		if err != nil {
-			c.s.cfg.Log.Error("alert not raised", append(c.log(), "rule", h.Rule.ID, "err", err)...)
-		}
-	}
+	gateway.Hits{Audit: c.audit, Alerts: c.s.cfg.Alerts, Log: c.s.cfg.Log, User: c.sess.User, Target: c.sess.Target,
+		Session: c.sess.ID, Source: c.sess.Source}.Report(context.WithoutCancel(c.ctx), kind, text, hits, taken)
 }
 
 // ruleMessage is what the user is told when a rule acts.

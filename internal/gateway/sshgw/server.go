@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/vigil-pam/vigil/internal/audit"
+	"github.com/vigil-pam/vigil/internal/gateway"
 	"github.com/vigil-pam/vigil/internal/policy"
 	"github.com/vigil-pam/vigil/internal/recording"
 	"github.com/vigil-pam/vigil/internal/rules"
@@ -119,8 +120,6 @@ type Server struct {
 	cfg    Config
 	sshCfg *ssh.ServerConfig
 
-	// wg counts live connections, for Shutdown.
-	wg sync.WaitGroup
 	// mu guards conns.
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -193,29 +192,7 @@ func setDefault(d *time.Duration, v time.Duration) {
 // listener and every live session (recording and auditing their end)
 // before returning.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				s.closeAll(context.Cause(ctx))
-				s.wg.Wait()
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(50 * time.Millisecond)
-				continue
-			}
-			return fmt.Errorf("sshgw: accept: %w", err)
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.handle(ctx, nc)
-		}()
-	}
+	return gateway.Serve(ctx, "sshgw", ln, func(nc net.Conn) { s.handle(ctx, nc) }, func() { s.closeAll(context.Cause(ctx)) })
 }
 
 // closeAll ends every live session (at shutdown), concurrently: each
@@ -258,7 +235,7 @@ var denied = errors.New("permission denied")
 // nothing but success or "permission denied".
 func (s *Server) authenticate(md ssh.ConnMetadata, raw string) (*ssh.Permissions, error) {
 	ctx := context.Background()
-	source := addrOf(md.RemoteAddr())
+	source := gateway.AddrOf(md.RemoteAddr())
 	raw = strings.TrimSpace(raw)
 	login, targetName := splitUser(md.User())
 	deny := func(reason, detail string, id *token.Identity) (*ssh.Permissions, error) {
@@ -344,17 +321,10 @@ func splitUser(u string) (login, target string) {
 	return "", u
 }
 
-func addrOf(a net.Addr) netip.Addr {
-	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-		return ap.Addr().Unmap()
-	}
-	return netip.Addr{}
-}
-
 // handle runs one client connection from handshake to the end.
 func (s *Server) handle(ctx context.Context, nc net.Conn) {
 	defer nc.Close()
-	source := addrOf(nc.RemoteAddr())
+	source := gateway.AddrOf(nc.RemoteAddr())
 	nc.SetDeadline(s.cfg.Now().Add(s.cfg.HandshakeTimeout))
 	sc, chans, reqs, err := ssh.NewServerConn(nc, s.sshCfg)
 	if err != nil {
