@@ -86,6 +86,21 @@ func (g *Grant) AllowsSource(addr netip.Addr) bool {
 	return false
 }
 
+// Effective returns the grants a verified identity holds now: a Vigil
+// token's own, or for a token of an external issuer (which carries none)
+// the stored grants of its subject and roles usable from source at now.
+// A nil s (no stored grants) leaves the token's own.
+func (s *Grants) Effective(ctx context.Context, id *token.Identity, source netip.Addr, now time.Time) ([]token.Grant, error) {
+	if !id.External || s == nil {
+		return id.Claims.Grants, nil
+	}
+	stored, err := s.ForIdentity(ctx, id.Claims.Subject, id.Roles)
+	if err != nil {
+		return nil, err
+	}
+	return Usable(stored, source, now), nil
+}
+
 // Usable returns, as token grants, the stored grants usable at now from
 // source: the grants of an identity provider's user, checked at connection.
 func Usable(stored []Grant, source netip.Addr, now time.Time) []token.Grant {

@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/vigil-pam/vigil/internal/audit"
-	"github.com/vigil-pam/vigil/internal/policy"
 	"github.com/vigil-pam/vigil/internal/token"
 	"github.com/vigil-pam/vigil/internal/vault"
 )
@@ -89,13 +88,9 @@ func (s *Server) login(ctx context.Context, cl *client) (*authInfo, error) {
 		}
 		return deny("verification_unavailable", err.Error(), nil)
 	}
-	grants := id.Claims.Grants
-	if id.External && s.cfg.Grants != nil {
-		stored, err := s.cfg.Grants.ForIdentity(ctx, id.Claims.Subject, id.Roles)
-		if err != nil {
-			return deny("grants_unavailable", err.Error(), id)
-		}
-		grants = policy.Usable(stored, cl.source, s.cfg.Now())
+	grants, err := s.cfg.Grants.Effective(ctx, id, cl.source, s.cfg.Now())
+	if err != nil {
+		return deny("grants_unavailable", err.Error(), id)
 	}
 	found, readOnly := false, true
 	for _, g := range grants {

@@ -265,13 +265,9 @@ func (s *Server) authenticate(md ssh.ConnMetadata, raw string) (*ssh.Permissions
 	if targetName == "" {
 		return deny("no_target", "username must be LOGIN@TARGET or TARGET", id)
 	}
-	grants := id.Claims.Grants
-	if id.External && s.cfg.Grants != nil {
-		stored, err := s.cfg.Grants.ForIdentity(ctx, id.Claims.Subject, id.Roles)
-		if err != nil {
-			return deny("grants_unavailable", err.Error(), id)
-		}
-		grants = policy.Usable(stored, source, s.cfg.Now())
+	grants, err := s.cfg.Grants.Effective(ctx, id, source, s.cfg.Now())
+	if err != nil {
+		return deny("grants_unavailable", err.Error(), id)
 	}
 	var mine []token.Grant
 	for _, g := range grants {
