@@ -29,10 +29,20 @@ func deny(format string, args ...any) error {
 // have a token issued for themselves, carrying a subset of their stored
 // grants — and, when they present a Vigil token rather than an identity
 // provider's, a subset of that token's grants too, so a narrow token handed
-// to a script cannot mint a broader one — that are open now (time window), no longer than the shortest
-// max_ttl among the grants used, ending within the current window, never
-// outliving the token they present, and restricted to the grants' source
-// networks and their own token's.
+// to a script cannot mint a broader one — that are open now (time window),
+// no longer than the shortest max_ttl among the grants used, ending within
+// the current window, never outliving the token they present, and
+// restricted to the grants' source networks and their own token's.
+//
+// Read-only (token.ActionReadOnly) is a restriction, never a permission:
+// asking for it needs nothing beyond the query action it qualifies, and a
+// requested query grant that only read-only grants cover (every open
+// stored grant allowing query on that target as that login carries it, or
+// every such grant of the presented Vigil token does) is issued with
+// read-only added, so the signed token keeps the restriction. Where an
+// unrestricted stored grant covers the query too, it is the grant used
+// (its max_ttl, window and source networks apply) and the token is not
+// restricted.
 func AuthorizeIssue(caller *token.Identity, req token.Request, stored []Grant, now time.Time, maxTTL time.Duration) (token.Request, error) {
 	if caller.Admin {
 		if req.Subject == "" {
@@ -61,14 +71,34 @@ func AuthorizeIssue(caller *token.Identity, req token.Request, stored []Grant, n
 	}
 	var from []string
 	fromSet := false
+	issued := make([]token.Grant, 0, len(req.Grants))
 	for _, want := range req.Grants {
+		// Validate before the loop below, which skips read-only: a grant of
+		// read-only alone would otherwise need no entitlement at all.
+		if err := want.Validate(); err != nil {
+			return req, fmt.Errorf("policy: requested %w", err)
+		}
+		readOnly := want.ReadOnly()
 		for _, action := range want.Actions {
-			if !caller.External && !carries(caller.Claims.Grants, want.Target, want.Login, action) {
-				return req, deny("the presented token does not carry %s on %s as %s; a Vigil token can only be narrowed", action, want.Target, want.Login)
+			if action == token.ActionReadOnly {
+				continue // a restriction: there is nothing to be entitled to
 			}
-			g, openUntil, why := findGrant(stored, want.Target, want.Login, action, now)
+			if !caller.External {
+				if !carries(caller.Claims.Grants, want.Target, want.Login, action) {
+					return req, deny("the presented token does not carry %s on %s as %s; a Vigil token can only be narrowed", action, want.Target, want.Login)
+				}
+				if action == token.ActionQuery {
+					if _, ro := token.QueryAccess(caller.Claims.Grants, want.Target, want.Login); ro {
+						readOnly = true
+					}
+				}
+			}
+			g, openUntil, why := findGrant(stored, want.Target, want.Login, action, now, !readOnly)
 			if g == nil {
 				return req, deny("no grant allows %s on %s as %s%s", action, want.Target, want.Login, why)
+			}
+			if action == token.ActionQuery && slices.Contains(g.Actions, token.ActionReadOnly) {
+				readOnly = true
 			}
 			if g.MaxTTL > 0 && g.MaxTTL < limit {
 				limit, limitWhy = g.MaxTTL, fmt.Sprintf("grant %s has max_ttl %s", g.ID, g.MaxTTL)
@@ -82,7 +112,13 @@ func AuthorizeIssue(caller *token.Identity, req token.Request, stored []Grant, n
 				return req, deny("the requested grants have different source networks; request them in separate tokens")
 			}
 		}
+		g := token.Grant{Target: want.Target, Login: want.Login, Actions: slices.Clone(want.Actions)}
+		if readOnly && !g.ReadOnly() {
+			g.Actions = append(g.Actions, token.ActionReadOnly)
+		}
+		issued = append(issued, g)
 	}
+	req.Grants = issued
 	switch {
 	case req.TTL == 0:
 		req.TTL = min(token.DefaultTTL, limit).Truncate(time.Second)
@@ -114,12 +150,19 @@ func carries(grants []token.Grant, target, login, action string) bool {
 
 // findGrant returns a stored grant allowing action on target as login that
 // is open at now, with the end of its current window (zero: no window).
-// When none is found, why explains a near miss.
-func findGrant(stored []Grant, target, login, action string, now time.Time) (*Grant, time.Time, string) {
+// For the query action with unrestricted set, an open grant without
+// read-only is preferred and a read-only one returned only when there is
+// no other: the caller must then carry read-only onto the issued grant.
+// Either way the grant returned is the one that entitles, whose limits
+// apply. When none is found, why explains a near miss.
+func findGrant(stored []Grant, target, login, action string, now time.Time, unrestricted bool) (*Grant, time.Time, string) {
 	why := ""
+	var restricted *Grant
+	var restrictedUntil time.Time
 	for i := range stored {
 		g := &stored[i]
-		if !(token.Grant{Target: g.Target, Login: g.Login, Actions: g.Actions}).Allows(target, login, action) {
+		tg := token.Grant{Target: g.Target, Login: g.Login, Actions: g.Actions}
+		if !tg.Allows(target, login, action) {
 			continue
 		}
 		open, until := g.OpenAt(now)
@@ -127,7 +170,16 @@ func findGrant(stored []Grant, target, login, action string, now time.Time) (*Gr
 			why = " at this time (window " + g.Window + ")"
 			continue
 		}
+		if unrestricted && action == token.ActionQuery && tg.ReadOnly() {
+			if restricted == nil {
+				restricted, restrictedUntil = g, until
+			}
+			continue
+		}
 		return g, until, ""
+	}
+	if restricted != nil {
+		return restricted, restrictedUntil, ""
 	}
 	return nil, time.Time{}, why
 }

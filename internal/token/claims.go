@@ -63,9 +63,31 @@ func (g Grant) Validate() error {
 	return nil
 }
 
-// Allows reports whether g permits action on target as login.
+// Allows reports whether g permits action on target as login. It is false
+// for ActionReadOnly, which restricts the query action rather than
+// permitting anything: ask ReadOnly, or QueryAccess across several grants.
 func (g Grant) Allows(target, login, action string) bool {
-	return g.Target == target && g.Login == login && slices.Contains(g.Actions, action)
+	return action != ActionReadOnly && g.Target == target && g.Login == login && slices.Contains(g.Actions, action)
+}
+
+// ReadOnly reports whether g carries ActionReadOnly, restricting its query
+// action to statements that cannot write.
+func (g Grant) ReadOnly() bool { return slices.Contains(g.Actions, ActionReadOnly) }
+
+// QueryAccess reports whether grants allow the query action on target as
+// login and, if so, whether only read-only. Read-only is a restriction, so
+// it holds only when every grant allowing query there carries it: one
+// grant without it lifts the restriction. This is the rule the PostgreSQL
+// gateway applies at login and policy applies when a token is narrowed.
+func QueryAccess(grants []Grant, target, login string) (allowed, readOnly bool) {
+	readOnly = true
+	for _, g := range grants {
+		if g.Allows(target, login, ActionQuery) {
+			allowed = true
+			readOnly = readOnly && g.ReadOnly()
+		}
+	}
+	return allowed, allowed && readOnly
 }
 
 // Claims are the claims of a Vigil token. Tokens of external issuers are
