@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -185,15 +188,19 @@ func TestPGGatewayExtendedProtocolAndGuards(t *testing.T) {
 		t.Fatalf("pg_sleep not cancelled: %v", err)
 	}
 
-	// COPY both ways.
+	// COPY in; COPY out is refused while masking is on (it could not be
+	// masked) and the session goes on.
 	res, err := c.CopyFrom(ctx, strings.NewReader("10\tten\tx@y.example\n11\televen\t\n"), "copy t from stdin")
 	if err != nil || res.RowsAffected() != 2 {
 		t.Fatalf("copy in: %v %v", err, res)
 	}
 	var buf strings.Builder
-	res, err = c.CopyTo(ctx, &buf, "copy (select id, v from t order by id) to stdout")
-	if err != nil || res.RowsAffected() != 3 || !strings.Contains(buf.String(), "11\televen") {
-		t.Fatalf("copy out: %v %v %q", err, res, buf.String())
+	_, err = c.CopyTo(ctx, &buf, "copy (select id, v from t order by id) to stdout")
+	if !errors.As(err, &pe) || pe.Code != "0A000" || !strings.Contains(pe.Message, "masking") || buf.Len() != 0 {
+		t.Fatalf("copy out with masking on: %v %q", err, buf.String())
+	}
+	if rr = c.ExecParams(ctx, "select count(*) from t", nil, nil, nil, nil).Read(); rr.Err != nil || string(rr.Rows[0][0]) != "3" {
+		t.Fatalf("after copy: %v %q", rr.Err, rr.Rows)
 	}
 	c.Close(ctx)
 	f.waitNoUpstream(t)
@@ -532,4 +539,187 @@ func TestPGGatewayPgbenchAndFaults(t *testing.T) {
 			t.Errorf("audit lacks %q: %s", w, audit)
 		}
 	}
+}
+
+// rawPG is a hijacked connection through the gateway, for messages no
+// driver sends in that order.
+type rawPG struct {
+	t  testing.TB
+	fe *pgproto3.Frontend
+	nc net.Conn
+}
+
+func (f *pgFixture) raw(t testing.TB, tok string) *rawPG {
+	t.Helper()
+	hj, err := f.connect(t, tok).Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hj.Conn.Close() })
+	return &rawPG{t: t, fe: hj.Frontend, nc: hj.Conn}
+}
+
+func (r *rawPG) send(msgs ...pgproto3.FrontendMessage) {
+	r.t.Helper()
+	for _, m := range msgs {
+		r.fe.Send(m)
+	}
+	if err := r.fe.Flush(); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// read returns the messages up to the n-th ReadyForQuery (or the first
+// of stop's types), each as a short string: "E:SQLSTATE", "D:values",
+// "C:tag", "Z:status", or the message type.
+func (r *rawPG) read(n int, stop ...string) []string {
+	r.t.Helper()
+	r.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var got []string
+	for n > 0 {
+		msg, err := r.fe.Receive()
+		if err != nil {
+			return append(got, "error:"+err.Error())
+		}
+		var s string
+		switch m := msg.(type) {
+		case *pgproto3.ErrorResponse:
+			s = "E:" + m.Code
+		case *pgproto3.DataRow:
+			var vals []string
+			for _, v := range m.Values {
+				vals = append(vals, string(v))
+			}
+			s = "D:" + strings.Join(vals, ",")
+		case *pgproto3.CommandComplete:
+			s = "C:" + string(m.CommandTag)
+		case *pgproto3.ReadyForQuery:
+			s = "Z:" + string(m.TxStatus)
+			n--
+		case *pgproto3.CopyInResponse:
+			s = "G"
+		case *pgproto3.RowDescription:
+			s = "T"
+		case *pgproto3.ParseComplete:
+			s = "1"
+		case *pgproto3.BindComplete:
+			s = "2"
+		case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
+			continue
+		default:
+			s = fmt.Sprintf("%T", m)
+		}
+		got = append(got, s)
+		if slices.Contains(stop, s) {
+			break
+		}
+	}
+	return got
+}
+
+// TestPGGatewayProtocolState drives the gateway with message orders no
+// driver sends, each of which once put Vigil's request tracking out of
+// step with the database (so rows reached the client unmasked or the
+// statement log lied) or let SQL past the rules.
+func TestPGGatewayProtocolState(t *testing.T) {
+	f := newPGFixture(t, "")
+	f.pg.Psql(t, "\\c app\nCREATE TABLE public.p (id int, email text); ALTER TABLE public.p OWNER TO app; INSERT INTO public.p VALUES (1, 'carol@example.com');")
+	tok := f.token(t, "--grant", "db1:app:query")
+	const masked = "D:c*******@example.com"
+	check := func(t *testing.T, got, want []string) {
+		t.Helper()
+		if !slices.Equal(got, want) {
+			t.Errorf("got  %q\nwant %q", got, want)
+		}
+	}
+	selectEmail := &pgproto3.Query{String: "select email from p"}
+
+	t.Run("query dropped after an extended error", func(t *testing.T) {
+		r := f.raw(t, tok)
+		r.send(&pgproto3.Parse{Query: "select * from nonexistent"}, selectEmail, &pgproto3.Sync{}, selectEmail)
+		check(t, r.read(2), []string{"E:42P01", "Z:I", "T", masked, "C:SELECT 1", "Z:I"})
+	})
+	t.Run("sync during COPY FROM STDIN", func(t *testing.T) {
+		r := f.raw(t, tok)
+		r.send(&pgproto3.Query{String: "create temp table cp (n int)"})
+		check(t, r.read(1), []string{"C:CREATE TABLE", "Z:I"})
+		r.send(&pgproto3.Query{String: "copy cp from stdin"})
+		check(t, r.read(1, "G"), []string{"G"})
+		r.send(&pgproto3.Sync{}, &pgproto3.CopyData{Data: []byte("1\n")}, &pgproto3.Sync{}, &pgproto3.CopyDone{}, selectEmail)
+		check(t, r.read(2), []string{"C:COPY 1", "Z:I", "T", masked, "C:SELECT 1", "Z:I"})
+	})
+	t.Run("COPY FROM STDIN in the extended protocol", func(t *testing.T) {
+		r := f.raw(t, tok)
+		r.send(&pgproto3.Query{String: "create temp table cp (n int)"})
+		r.read(1)
+		r.send(&pgproto3.Parse{Query: "copy cp from stdin"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})
+		check(t, r.read(1, "G"), []string{"1", "2", "G"})
+		r.send(&pgproto3.CopyData{Data: []byte("1\n2\n")}, &pgproto3.CopyDone{}, &pgproto3.Sync{}, &pgproto3.Query{String: "select count(*) from cp"})
+		check(t, r.read(2), []string{"C:COPY 2", "Z:I", "T", "D:2", "C:SELECT 1", "Z:I"})
+	})
+	t.Run("cursor declared in SQL", func(t *testing.T) {
+		r := f.raw(t, tok)
+		r.send(&pgproto3.Query{String: "begin; declare cur cursor for select email from p"})
+		check(t, r.read(1), []string{"C:BEGIN", "C:DECLARE CURSOR", "Z:T"})
+		r.send(&pgproto3.Execute{Portal: "cur"}, &pgproto3.Sync{})
+		got := r.read(1)
+		if len(got) < 2 || got[0] != masked {
+			t.Errorf("cursor rows: %q, want %s first", got, masked)
+		}
+		r.send(&pgproto3.Query{String: "commit"})
+		check(t, r.read(1), []string{"C:COMMIT", "Z:I"})
+	})
+	t.Run("refused re-Parse does not rename a statement", func(t *testing.T) {
+		r := f.raw(t, tok)
+		sid := f.pgSession(t)
+		r.send(&pgproto3.Parse{Name: "s1", Query: "select 41 + 1"}, &pgproto3.Sync{})
+		check(t, r.read(1), []string{"1", "Z:I"})
+		r.send(&pgproto3.Parse{Name: "s1", Query: "select email from p"}, &pgproto3.Sync{})
+		check(t, r.read(1), []string{"E:42P05", "Z:I"})
+		r.send(&pgproto3.Bind{PreparedStatement: "s1"}, &pgproto3.Execute{}, &pgproto3.Sync{})
+		check(t, r.read(1), []string{"2", "D:42", "C:SELECT 1", "Z:I"})
+		r.send(&pgproto3.Terminate{})
+		r.nc.Close()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			out := f.s.must("", "queries", "--session", sid)
+			if strings.Contains(out, "select 41 + 1") {
+				if !regexp.MustCompile(`select 41 \+ 1\s`).MatchString(out) || strings.Count(out, "select email from p") != 1 {
+					t.Errorf("statement log:\n%s", out)
+				}
+				js := f.s.must("", "queries", "--session", sid, "-o", "json")
+				if !strings.Contains(js, `"statement": "select email from p"`) || !strings.Contains(js, `"sqlstate": "42P05"`) {
+					t.Errorf("statement log json:\n%s", js)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("statement log:\n%s", out)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	t.Run("function call by OID", func(t *testing.T) {
+		r := f.raw(t, tok)
+		r.send(&pgproto3.FunctionCall{Function: 1299}, selectEmail)
+		check(t, r.read(2), []string{"E:0A000", "Z:I", "T", masked, "C:SELECT 1", "Z:I"})
+	})
+	t.Run("client encoding switched in a pipeline", func(t *testing.T) {
+		// In SJIS 0x95 0x5C is one character: the backslash Vigil's UTF-8
+		// reading sees, escaping the quote, is not there, and the DROP
+		// would run. The database pack blocks it in every reading.
+		r := f.raw(t, tok)
+		r.send(&pgproto3.Query{String: "set client_encoding = 'SJIS'"},
+			&pgproto3.Query{String: "select E'\x95\\' ; drop table p; --'"})
+		r.read(2)
+		if got := f.pg.Psql(t, "\\c app\nselect count(*) from p"); got != "1" {
+			t.Fatalf("table p after the smuggled DROP: %q", got)
+		}
+	})
+	t.Run("COPY TO STDOUT with masking on", func(t *testing.T) {
+		r := f.raw(t, tok)
+		r.send(&pgproto3.Query{String: "copy/**/p to stdout"}, selectEmail)
+		check(t, r.read(2), []string{"E:0A000", "Z:I", "T", masked, "C:SELECT 1", "Z:I"})
+	})
+	f.waitNoUpstream(t)
 }

@@ -68,11 +68,12 @@ type ReadOnlyViolation struct {
 // sandbox: such a function could still call set_config to turn it off
 // for the transactions after it.
 //
-// The check reads SQL as PostgreSQL does with standard_conforming_strings
-// on and an ASCII-safe client_encoding (UTF8 and most others, not SJIS,
-// BIG5, GBK, GB18030 or UHC), where a literal can hide SQL from it. It
-// refuses SET and RESET of either, but the session's start is the
-// gateway's: it must not let a client's startup packet change them.
+// The check reads SQL in every way PostgreSQL may (see splitSQL): with
+// standard_conforming_strings on and off, and in each client encoding
+// whose characters can hide a backslash (SJIS, BIG5, GBK, GB18030,
+// JOHAB), since a session can switch either by means no check sees. It
+// refuses SET and RESET of both; the session's start is the gateway's:
+// it must not let a client's startup packet change them.
 //
 // A check that refuses too much is safe and one that lets too much pass
 // is not, so it errs on refusing: a column named update, for one, makes a

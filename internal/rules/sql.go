@@ -39,16 +39,94 @@ var codeBody = regexp.MustCompile(`^(?:do\b|create\s+(?:or\s+replace\s+)?(?:func
 // string), which a session can turn on and off by means no check sees
 // (set_config in a function, a pipelined SET): such SQL is split both
 // ways and the statements of both readings returned, so a rule sees
-// whatever the database may run.
+// whatever the database may run. For the same reason a statement in which
+// a backslash may be the second byte of a character in one of the client
+// encodings that allow it (SJIS, BIG5, GBK, GB18030, JOHAB; see
+// encodingReadings) is split in each of those readings too.
 func splitSQL(sql string) []sqlStmt {
 	out := appendSQL(nil, sql, 0, false)
 	if strings.IndexByte(sql, '\\') < 0 {
 		return out
 	}
-	n := len(out)
-	for _, st := range appendSQL(nil, sql, 0, true) {
-		if !slices.ContainsFunc(out[:n], func(o sqlStmt) bool { return o.norm == st.norm }) {
-			out = append(out, st)
+	add := func(sts []sqlStmt) {
+		for _, st := range sts {
+			if !slices.ContainsFunc(out, func(o sqlStmt) bool { return o.norm == st.norm }) {
+				out = append(out, st)
+			}
+		}
+	}
+	add(appendSQL(nil, sql, 0, true))
+	for _, r := range encodingReadings(sql) {
+		add(appendSQL(nil, r, 0, false))
+		add(appendSQL(nil, r, 0, true))
+	}
+	return out
+}
+
+// mbScheme is how a client encoding whose characters may hold ASCII bytes
+// after the first sizes a character that starts with a byte >= 0x80
+// (PostgreSQL's pg_*_mblen), and whether a backslash may follow as its
+// second byte.
+type mbScheme func(s string, i int) int
+
+// mbSchemes are the client encodings in which a multibyte character can
+// hide a backslash: SJIS (and SHIFT_JIS_2004), BIG5 and GBK (and UHC,
+// whose second bytes exclude the backslash, so it hides none), GB18030
+// (two or four bytes) and JOHAB (EUC sizes).
+var mbSchemes = []mbScheme{
+	func(s string, i int) int { // SJIS
+		if c := s[i]; c >= 0xa1 && c <= 0xdf {
+			return 1
+		}
+		return 2
+	},
+	func(string, int) int { return 2 }, // BIG5, GBK
+	func(s string, i int) int { // GB18030
+		if i+1 < len(s) && s[i+1] >= '0' && s[i+1] <= '9' {
+			return 4
+		}
+		return 2
+	},
+	func(s string, i int) int { // JOHAB
+		if s[i] == 0x8f {
+			return 3
+		}
+		return 2
+	},
+}
+
+// encodingReadings returns sql as the database would lex it, after
+// conversion from each client encoding in which a backslash can be part of
+// a multibyte character: each such backslash becomes a byte >= 0x80 (a
+// letter to the lexer, as the converted character is). PostgreSQL
+// converts a query to the server's encoding before it lexes it, so in
+// SJIS the bytes 0x95 0x5C are one character and the backslash a UTF-8
+// reading sees, which may end or escape a literal, is not there. Vigil
+// refuses these encodings, but a session could switch to one by means no
+// check sees before the switch is reported; a rule must see every
+// reading. Readings equal to sql are left out.
+func encodingReadings(sql string) []string {
+	var out []string
+	for _, size := range mbSchemes {
+		var b []byte
+		for i := 0; i < len(sql); {
+			if sql[i] < 0x80 {
+				i++
+				continue
+			}
+			n := size(sql, i)
+			for j := i + 1; j < i+n && j < len(sql); j++ {
+				if sql[j] == '\\' {
+					if b == nil {
+						b = []byte(sql)
+					}
+					b[j] = 0x80
+				}
+			}
+			i += n
+		}
+		if b != nil && !slices.Contains(out, string(b)) {
+			out = append(out, string(b))
 		}
 	}
 	return out

@@ -23,6 +23,11 @@ func TestSplitSQL(t *testing.T) {
 		{"backslash read both ways", `select 'a\';b'`, []string{"select ''", "b''"}},
 		{"hidden by conforming strings off", `select 'a\' , ' ; delete from t; --'`,
 			[]string{"select '' , ''", "select ''", "delete from t"}},
+		// SJIS, BIG5, GBK, GB18030 and JOHAB read 0x95 0x5C as one
+		// character: the backslash a UTF-8 reading sees is not there.
+		{"backslash hidden in a multibyte character", "select E'\x95\\' ; drop table t; --'",
+			[]string{"select e''", "drop table t"}},
+		{"backslash after a complete character", "select E'\xc3\xa9\\' ; drop table t; --'", []string{"select e''"}},
 		{"line comment ended by a carriage return", "select 1 -- x\r; delete from t", []string{"select 1", "delete from t"}},
 		{"identifier", `select "A;""B" from "T"`, []string{`select "" from ""`}},
 		{"dollar", "select $$a;b$$, $t$x;$$;y$t$", []string{"select $$, $$"}},
@@ -66,4 +71,31 @@ func FuzzSplitSQL(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestCopyStreams(t *testing.T) {
+	tests := []struct {
+		sql     string
+		in, out bool
+	}{
+		{"select 1", false, false},
+		{"COPY t FROM STDIN", true, false},
+		{"copy t (a, b) from stdin with (format csv)", true, false},
+		{"COPY t TO STDOUT", false, true},
+		{"COPY (SELECT a FROM t) TO STDOUT (FORMAT csv)", false, true},
+		{"COPY t FROM '/tmp/x'", false, false},
+		{"COPY t TO PROGRAM 'cat'", false, false},
+		{"select 1; copy/**/t from stdin; copy t to stdout", true, true},
+		{"copy t", true, true},
+		{"COPY (SELECT 1", true, true},
+		{"select 'copy t from stdin'", false, false},
+		// PL/pgSQL cannot COPY to or from the client.
+		{"DO $$ BEGIN COPY t TO STDOUT; END $$", false, false},
+	}
+	for _, tc := range tests {
+		in, out := CopyStreams(tc.sql)
+		if in != tc.in || out != tc.out {
+			t.Errorf("CopyStreams(%q) = %v, %v; want %v, %v", tc.sql, in, out, tc.in, tc.out)
+		}
+	}
 }

@@ -11,3 +11,48 @@ func Statements(sql string) []string {
 	}
 	return out
 }
+
+// CopyStreams reports whether sql holds a COPY statement that reads rows
+// from the client (COPY ... FROM STDIN) and one that sends rows to it
+// (COPY ... TO STDOUT), in any reading of the SQL (see splitSQL). A COPY
+// statement whose direction cannot be read counts as both.
+func CopyStreams(sql string) (in, out bool) {
+	for _, st := range splitSQL(sql) {
+		toks := sqlTokens(st.norm)
+		if !hasPrefix(toks, "copy") {
+			continue
+		}
+		toks = toks[1:]
+		if hasPrefix(toks, "(") {
+			end := closingParen(toks)
+			if end < 0 {
+				return true, true
+			}
+			toks = toks[end+1:]
+		}
+		known, paren := false, 0
+		for i, t := range toks {
+			switch t {
+			case "(":
+				paren++
+			case ")":
+				paren--
+			case "from", "to":
+				if paren != 0 || known {
+					continue
+				}
+				known = true
+				switch {
+				case t == "from" && hasPrefix(toks[i+1:], "stdin"):
+					in = true
+				case t == "to" && hasPrefix(toks[i+1:], "stdout"):
+					out = true
+				}
+			}
+		}
+		if !known {
+			in, out = true, true
+		}
+	}
+	return in, out
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -92,13 +91,7 @@ func (s *Server) login(ctx context.Context, cl *client) (*authInfo, error) {
 	if err != nil {
 		return deny("grants_unavailable", err.Error(), id)
 	}
-	found, readOnly := false, true
-	for _, g := range grants {
-		if g.Allows(database, user, token.ActionQuery) {
-			found = true
-			readOnly = readOnly && slices.Contains(g.Actions, ReadOnlyAction)
-		}
-	}
+	found, readOnly := token.QueryAccess(grants, database, user)
 	if !found {
 		return deny("no_grant", fmt.Sprintf("no query grant for %s on %s", clip(user, 64), clip(database, 64)), id)
 	}

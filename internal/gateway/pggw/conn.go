@@ -78,6 +78,7 @@ func newConn(ctx context.Context, s *Server, cl *client, info *authInfo) *conn {
 	c.ctx, c.stop = context.WithCancelCause(ctx)
 	c.cw = bufio.NewWriterSize(cl.nc, 32<<10)
 	c.uw = bufio.NewWriterSize(info.up.Conn, 32<<10)
+	c.tr.stmts, c.tr.portals = map[string]*stmt{}, map[string]*portal{}
 	c.touch()
 	return c
 }

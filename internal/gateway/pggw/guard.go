@@ -2,6 +2,7 @@ package pggw
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -21,6 +22,8 @@ type verdict struct {
 	rule        string // the rule (or "read-only") that decided
 	terminate   bool
 	termMessage string
+	// copyIn is set when the statement may start a COPY FROM STDIN.
+	copyIn bool
 }
 
 // ruleSet resolves the rules of the session's target (gateway.RuleSet).
@@ -33,6 +36,34 @@ func (c *conn) ruleSet() (*rules.Set, error) {
 // are audited (durably, before anything proceeds) and alerted. A pause
 // holds the statement here until an admin resumes the session.
 func (c *conn) guard(sql string) verdict {
+	v := c.check(sql)
+	if !v.block && !v.terminate && mentionsCopy(sql) {
+		in, out := rules.CopyStreams(sql)
+		v.copyIn = in
+		if out && c.s.cfg.Masking.Enabled() {
+			c.audit("db.copy_refused", map[string]any{"text": clip(sql, 4096)})
+			c.mark("COPY TO STDOUT refused: result masking is on")
+			return verdict{block: true, code: stateFeatureNotSupp, rule: "masking",
+				msg:  "Vigil: COPY TO STDOUT is refused while result masking is on: Vigil cannot mask COPY data",
+				hint: "Use SELECT, whose results Vigil masks."}
+		}
+	}
+	return v
+}
+
+// mentionsCopy reports whether sql holds the word COPY in any case: a
+// cheap test before rules.CopyStreams, which reads the whole statement.
+func mentionsCopy(sql string) bool {
+	for i := 0; i+4 <= len(sql); i++ {
+		if sql[i]|0x20 == 'c' && sql[i+1]|0x20 == 'o' && sql[i+2]|0x20 == 'p' && sql[i+3]|0x20 == 'y' {
+			return true
+		}
+	}
+	return false
+}
+
+// check applies the read-only grant and the SQL rules to sql.
+func (c *conn) check(sql string) verdict {
 	if c.info.readOnly {
 		if v := rules.CheckReadOnly(sql); v != nil {
 			c.audit("db.read_only_refused", map[string]any{"text": clip(v.Statement, 4096), "reason": v.Reason})
@@ -97,13 +128,23 @@ func (c *conn) reportHits(hits []rules.Hit, taken rules.Action) {
 // ErrorResponse in the right place of the protocol and a transaction in
 // progress is aborted, exactly as if the database had refused the
 // statement itself. It needs PL/pgSQL (installed in every database since
-// PostgreSQL 9.0) and is allowed in read-only transactions.
+// PostgreSQL 9.0) and is allowed in read-only transactions. The texts
+// are dollar-quoted under random tags that occur in none of them, so no
+// setting (standard_conforming_strings, backslash_quote) changes how
+// they read.
 func substitute(v verdict) string {
-	q := func(s string) string {
-		// The body's closing tag cannot occur inside it.
-		s = strings.ReplaceAll(s, "$vigil_blocked$", "$ vigil_blocked $")
-		return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+	all := v.code + v.msg + v.hint
+	tag := func(avoid string) string {
+		for {
+			t := "$v" + rand.Text()[:12] + "$"
+			if !strings.Contains(avoid, t) {
+				return t
+			}
+		}
 	}
-	return "DO $vigil_blocked$BEGIN RAISE EXCEPTION USING ERRCODE = " + q(v.code) + ", MESSAGE = " + q(v.msg) +
-		", HINT = " + q(v.hint) + "; END$vigil_blocked$"
+	in := tag(all)
+	q := func(s string) string { return in + s + in }
+	body := "BEGIN RAISE EXCEPTION USING ERRCODE = " + q(v.code) + ", MESSAGE = " + q(v.msg) + ", HINT = " + q(v.hint) + "; END"
+	out := tag(body)
+	return "DO " + out + body + out
 }

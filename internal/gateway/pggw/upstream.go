@@ -22,7 +22,9 @@ import (
 const (
 	// TLSDisable connects in the clear.
 	TLSDisable = "disable"
-	// TLSRequire encrypts without checking the server's certificate.
+	// TLSRequire encrypts without checking the server's certificate; the
+	// credential then goes only by SCRAM with channel binding, which a
+	// man in the middle cannot relay or read.
 	TLSRequire = "require"
 	// TLSVerifyFull checks the certificate against the target's CA (or
 	// the system roots) and the host name. The default when the target
@@ -88,6 +90,22 @@ func tlsConfig(t vault.Target, host string) (*tls.Config, error) {
 	return nil, fmt.Errorf("unknown TLS mode %q", mode)
 }
 
+// authPolicy is how Vigil lets the database ask for its credential:
+// over a verified TLS connection any way the server asks (its identity
+// is proven); otherwise only by SCRAM, which never reveals the password,
+// and with TLS only with channel binding, so a man in the middle that
+// ends the TLS cannot relay the exchange either. A server that asks for
+// the password in the clear or by MD5 is refused.
+func authPolicy(tc *tls.Config) (requireAuth, channelBinding string) {
+	switch {
+	case tc == nil:
+		return "scram-sha-256", "disable"
+	case tc.InsecureSkipVerify:
+		return "scram-sha-256", "require"
+	}
+	return "", "prefer"
+}
+
 // connectUpstream logs in to the target as the grant's login with the
 // vault's credential and hijacks the connection. A read-only session
 // starts with default_transaction_read_only on.
@@ -115,8 +133,13 @@ func (s *Server) connectUpstream(ctx context.Context, info *authInfo, params map
 	if err != nil {
 		return fail("config", "the connection to "+t.Name+" failed", "", err)
 	}
+	// ParseConfig also reads the PG* environment of Vigil's process: every
+	// setting it could take from there is set here.
 	cfg.Host, cfg.Port, cfg.Database, cfg.User, cfg.Password = host, uint16(port), t.Database, info.login, cred.Password
-	cfg.TLSConfig, cfg.Fallbacks, cfg.SSLNegotiation = tc, nil, ""
+	cfg.TLSConfig, cfg.Fallbacks, cfg.SSLNegotiation, cfg.SSLCertMode = tc, nil, "", "disable"
+	cfg.KerberosSrvName, cfg.KerberosSpn, cfg.OAuthTokenProvider = "", "", nil
+	cfg.MinProtocolVersion, cfg.MaxProtocolVersion = "3.0", "3.0"
+	cfg.RequireAuth, cfg.ChannelBinding = authPolicy(tc)
 	cfg.ConnectTimeout = s.cfg.DialTimeout
 	cfg.DialFunc = pgconn.DialFunc(s.cfg.Dial)
 	cfg.ValidateConnect, cfg.AfterConnect, cfg.OnNotice, cfg.OnNotification, cfg.OnPgError = nil, nil, nil, nil, nil

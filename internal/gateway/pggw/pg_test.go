@@ -1,0 +1,123 @@
+package pggw
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/vigil-pam/vigil/internal/pgtest"
+	"github.com/vigil-pam/vigil/internal/vault"
+)
+
+// TestAgainstPostgres checks, against a real PostgreSQL, what the
+// gateway assumes of it: the substitute of a blocked statement raises
+// exactly the verdict's error whatever the session's string settings,
+// and the large object functions have the OIDs loFunctions allows.
+func TestAgainstPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	srv := pgtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pc, err := pgconn.Connect(ctx, srv.DSN(srv.User, srv.Password, srv.Database, "sslmode=disable"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close(context.Background())
+
+	t.Run("substitute", func(t *testing.T) {
+		tests := []struct {
+			name     string
+			settings string
+			v        verdict
+		}{
+			{"plain", "", verdict{code: "42501", msg: "Vigil blocked this statement", hint: "ask"}},
+			{"quotes and backslashes", "SET standard_conforming_strings = off; SET backslash_quote = off",
+				verdict{code: "25006", msg: `it's a \ trap \' '' $$ $v$ $vigil_blocked$; DROP TABLE x; --`, hint: `h'\`}},
+			{"conforming strings on", "SET standard_conforming_strings = on",
+				verdict{code: "0A000", msg: `E'\'' END; $$ /* */ -- `, hint: ""}},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				if tc.settings != "" {
+					if _, err := pc.Exec(ctx, tc.settings).ReadAll(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				_, err := pc.Exec(ctx, substitute(tc.v)).ReadAll()
+				var pe *pgconn.PgError
+				if !errors.As(err, &pe) {
+					t.Fatalf("got %v, want the verdict's error", err)
+				}
+				if pe.Code != tc.v.code || pe.Message != tc.v.msg || pe.Hint != tc.v.hint {
+					t.Errorf("got %s %q hint %q, want %s %q hint %q", pe.Code, pe.Message, pe.Hint, tc.v.code, tc.v.msg, tc.v.hint)
+				}
+			})
+		}
+	})
+
+	// The credential goes by SCRAM with channel binding over unverified
+	// TLS, by SCRAM alone in the clear; a server asking for the password
+	// in the clear gets it only over verified TLS.
+	t.Run("upstream authentication", func(t *testing.T) {
+		connect := func(mode string) error {
+			tc, err := tlsConfig(vault.Target{TLS: mode, TLSCA: string(srv.CACert)}, srv.Host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := pgconn.ParseConfig(srv.DSN(srv.User, srv.Password, srv.Database))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.TLSConfig, cfg.Fallbacks = tc, nil
+			cfg.RequireAuth, cfg.ChannelBinding = authPolicy(tc)
+			c, err := pgconn.ConnectConfig(ctx, cfg)
+			if err == nil {
+				c.Close(ctx)
+			}
+			return err
+		}
+		for _, mode := range []string{TLSDisable, TLSRequire, TLSVerifyFull} {
+			if err := connect(mode); err != nil {
+				t.Errorf("%s with SCRAM: %v", mode, err)
+			}
+		}
+		hba := "local all all trust\nhost all all 127.0.0.1/32 password\n"
+		if err := os.WriteFile(filepath.Join(srv.Dir, "data", "pg_hba.conf"), []byte(hba), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out := srv.Psql(t, "SELECT pg_reload_conf()"); out != "t" {
+			t.Fatalf("reload: %q", out)
+		}
+		for mode, ok := range map[string]bool{TLSDisable: false, TLSRequire: false, TLSVerifyFull: true} {
+			if err := connect(mode); (err == nil) != ok {
+				t.Errorf("%s with a cleartext password request: got %v, want allowed=%v", mode, err, ok)
+			}
+		}
+	})
+
+	t.Run("large object OIDs", func(t *testing.T) {
+		res := pc.ExecParams(ctx, "SELECT oid::int8, proname FROM pg_catalog.pg_proc WHERE pronamespace = 'pg_catalog'::regnamespace AND proname = ANY($1::text[])",
+			[][]byte{[]byte("{lo_create,lo_open,lo_close,loread,lowrite,lo_lseek,lo_creat,lo_tell,lo_unlink,lo_truncate,lo_lseek64,lo_tell64,lo_truncate64}")}, nil, nil, nil).Read()
+		if res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		found := 0
+		for _, row := range res.Rows {
+			oid, _ := strconv.ParseUint(string(row[0]), 10, 32)
+			if got := loFunctions[uint32(oid)]; got != string(row[1]) {
+				t.Errorf("%s has OID %d, loFunctions says %q", row[1], oid, got)
+			}
+			found++
+		}
+		if found != len(loFunctions) {
+			t.Errorf("found %d of the %d functions", found, len(loFunctions))
+		}
+	})
+}
