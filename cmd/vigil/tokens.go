@@ -41,7 +41,9 @@ func newTokenIssueCmd() *cobra.Command {
 maximum lifetime; anyone else only a token for themselves carrying grants
 stored for them (vigil grant add), within those grants' limits.
 
-Actions: shell, exec, sftp, forward, query.`,
+Actions: shell, exec, sftp, forward, query; read-only qualifies query
+(only statements that cannot write). A query grant asked of a stored grant
+that is query,read-only is issued read-only.`,
 		Example: `  vigil token issue --user alice --grant web1:root:shell,exec --ttl 30m
   TOKEN=$(vigil token issue --user alice --grant db1:app:query)`,
 		Args: cobra.NoArgs,

@@ -210,7 +210,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return gateway.Serve(ctx, "pggw", ln, func(nc net.Conn) { s.handle(ctx, nc) }, s.closeAll)
 }
 
-// closeAll ends every live session, at shutdown.
+// closeAll ends every live session, at shutdown, all at once: each may
+// wait up to notifyTimeout on a client that does not read.
 func (s *Server) closeAll() {
 	s.mu.Lock()
 	conns := make([]*conn, 0, len(s.conns))
@@ -218,9 +219,11 @@ func (s *Server) closeAll() {
 		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, c := range conns {
-		c.terminate(&ended{reason: "gateway shutting down", code: stateAdminShutdown})
+		wg.Go(func() { c.terminate(&ended{reason: "gateway shutting down", code: stateAdminShutdown}) })
 	}
+	wg.Wait()
 }
 
 // client is the client side of a connection during startup.
