@@ -533,7 +533,7 @@ func (c *conn) resolve(p *pending) *execution {
 	case po != nil && po.st != nil:
 		e.text, e.params, e.args = po.st.text, po.params, po.args
 	default:
-		e.text = fmt.Sprintf("-- execute portal %q (a cursor declared in SQL)", p.name)
+		e.text = fmt.Sprintf("-- execute portal %q (a cursor or statement prepared in SQL)", p.name)
 	}
 	return e
 }
