@@ -5,10 +5,10 @@
 // session, user, target, source, time, outcome and statement text.
 //
 // Entries are written in the background by a Writer (group commit: one
-// transaction per batch of whatever is queued) that applies backpressure
-// rather than drop a statement, retries a failing store, and reports the
-// failure to its callers once it has lasted FailAfter so the gateway can
-// fail closed.
+// transaction per batch of whatever is queued, at most one every
+// CommitInterval) that applies backpressure rather than drop a statement,
+// retries a failing store, and reports the failure to its callers once it
+// has lasted FailAfter so the gateway can fail closed.
 //
 // It does not capture statements or decide what to block (the gateway and
 // the rules engine do), it never sees parameter values (only their

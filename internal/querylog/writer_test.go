@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -231,23 +232,192 @@ func TestAppendRefusesInvalidEntries(t *testing.T) {
 
 // TestDuplicateKeptOnce: an entry stored twice (a retried commit that had
 // succeeded, or a gateway repeating itself) is kept once, and does not
-// stop the entries after it.
+// stop the entries after it, whether the two are in one transaction or
+// not.
 func TestDuplicateKeptOnce(t *testing.T) {
+	tests := []struct {
+		name  string
+		flush bool // after each entry: one transaction each
+	}{{"one transaction", false}, {"a transaction each", true}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			db, _ := openDB(t)
+			// Nothing is stored until a Flush: the entries appended
+			// between two are written in one transaction.
+			w := newWriter(t, db, WriterOptions{CommitInterval: time.Hour})
+			ctx := context.Background()
+			if err := w.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, seq := range []int64{1, 2, 1, 3, 3} {
+				if err := w.Append(ctx, entry("s_1", seq)); err != nil {
+					t.Fatal(err)
+				}
+				if tc.flush {
+					if err := w.Flush(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if err := w.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			keys, fts := storedKeys(t, db)
+			if fmt.Sprint(keys) != "[s_1/1 s_1/2 s_1/3]" || fts != 3 {
+				t.Fatalf("got %v with %d indexed, want [s_1/1 s_1/2 s_1/3] with 3", keys, fts)
+			}
+		})
+	}
+}
+
+// TestBatchStoredAsAppended: a transaction of many entries (every size of
+// multi-row INSERT) stores each as it was appended, in order, and indexes
+// each statement (a blank one not at all, a huge one by its start).
+func TestBatchStoredAsAppended(t *testing.T) {
 	db, _ := openDB(t)
-	w := newWriter(t, db, WriterOptions{})
+	w := newWriter(t, db, WriterOptions{CommitInterval: time.Hour})
 	ctx := context.Background()
-	for _, seq := range []int64{1, 2, 1, 3} {
-		if err := w.Append(ctx, entry("s_1", seq)); err != nil {
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	n := 0
+	for _, r := range insertRows {
+		n += r
+	}
+	n += 2 // and a 64, 16, 4, 1, 1, 1 after
+	var want []Entry
+	for i := range n {
+		e := Entry{Session: fmt.Sprint("s_", i%3), Seq: int64(i/3 + 1), Time: base.Add(time.Duration(i) * time.Second),
+			User: fmt.Sprint("user", i%5), Target: fmt.Sprint("target", i%7), Login: fmt.Sprint("login", i),
+			Database: fmt.Sprint("db", i), Source: fmt.Sprintf("10.0.0.%d:%d", i, 40000+i), Protocol: "extended",
+			Statement: fmt.Sprintf("SELECT %d FROM customers WHERE note = 'row%d'", i, i), Params: i % 4,
+			Duration: time.Duration(i) * time.Millisecond, Rows: int64(i * 10), Tag: fmt.Sprint("SELECT ", i*10),
+			Outcome: outcomes[i%len(outcomes)], SQLState: fmt.Sprint("4200", i%10), Error: fmt.Sprint("error ", i),
+			Rule: fmt.Sprint("rule", i), Masked: i % 3}
+		switch i {
+		case 40:
+			e.Statement = " \t\n "
+		case 41:
+			e.Statement = "SELECT early, " + strings.Repeat("x, ", maxIndexedStatement/3) + "late FROM wide"
+		}
+		want = append(want, e)
+		if err := w.Append(ctx, e); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := w.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	keys, fts := storedKeys(t, db)
-	if fmt.Sprint(keys) != "[s_1/1 s_1/2 s_1/3]" || fts != 3 {
-		t.Fatalf("got %v with %d indexed, want [s_1/1 s_1/2 s_1/3] with 3", keys, fts)
+	res, err := Search(ctx, db, Query{Limit: MaxLimit})
+	if err != nil {
+		t.Fatal(err)
 	}
+	if len(res.Entries) != n {
+		t.Fatalf("got %d entries, want %d", len(res.Entries), n)
+	}
+	for i, got := range res.Entries {
+		if got.ID != int64(i+1) {
+			t.Fatalf("entry %d: got ID %d, want %d", i, got.ID, i+1)
+		}
+		if !got.Time.Equal(want[i].Time) {
+			t.Fatalf("entry %d: got time %v, want %v", i, got.Time, want[i].Time)
+		}
+		got.Time = want[i].Time
+		if got.Entry != want[i] {
+			t.Fatalf("entry %d: got %+v, want %+v", i, got.Entry, want[i])
+		}
+	}
+	if _, fts := storedKeys(t, db); fts != n-1 {
+		t.Fatalf("got %d statements indexed, want %d (all but the blank one)", fts, n-1)
+	}
+	for _, tc := range []struct {
+		text string
+		want []int64
+	}{{"row17", []int64{18}}, {"early wide", nil}, {"early", []int64{42}}, {"late", nil}} {
+		res, err := Search(ctx, db, Query{Text: tc.text})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int64
+		for _, s := range res.Entries {
+			got = append(got, s.ID)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Fatalf("text %q: got %v, want %v", tc.text, got, tc.want)
+		}
+	}
+}
+
+// TestCommitInterval: an entry appended less than CommitInterval after
+// the last commit began waits for the rest of it, unless a Flush or Close
+// asks for it, or the queue holds a transaction's worth.
+func TestCommitInterval(t *testing.T) {
+	ctx := context.Background()
+	t.Run("waits", func(t *testing.T) {
+		db, _ := openDB(t)
+		w := newWriter(t, db, WriterOptions{CommitInterval: time.Hour})
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Append(ctx, entry("s_1", 1)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if keys, _ := storedKeys(t, db); len(keys) != 0 {
+			t.Fatalf("before the interval: got %v stored, want none", keys)
+		}
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if keys, _ := storedKeys(t, db); len(keys) != 1 {
+			t.Fatalf("after flush: got %v stored, want s_1/1", keys)
+		}
+	})
+	t.Run("stores when it has passed", func(t *testing.T) {
+		db, _ := openDB(t)
+		w := newWriter(t, db, WriterOptions{CommitInterval: 50 * time.Millisecond})
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Append(ctx, entry("s_1", 1)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the entry to be stored", func() bool { keys, _ := storedKeys(t, db); return len(keys) == 1 })
+	})
+	t.Run("a full queue does not wait", func(t *testing.T) {
+		db, _ := openDB(t)
+		w := newWriter(t, db, WriterOptions{Queue: 4, CommitInterval: time.Hour})
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		short, cancel := context.WithTimeout(ctx, waitTimeout)
+		defer cancel()
+		for i := int64(1); i <= 50; i++ {
+			if err := w.Append(short, entry("s_1", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, "a full queue's entries to be stored", func() bool { keys, _ := storedKeys(t, db); return len(keys) >= 46 })
+	})
+	t.Run("close does not wait", func(t *testing.T) {
+		db, _ := openDB(t)
+		w := newWriter(t, db, WriterOptions{CommitInterval: time.Hour})
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Append(ctx, entry("s_1", 1)); err != nil {
+			t.Fatal(err)
+		}
+		short, cancel := context.WithTimeout(ctx, waitTimeout)
+		defer cancel()
+		if err := w.Close(short); err != nil {
+			t.Fatal(err)
+		}
+		if keys, _ := storedKeys(t, db); len(keys) != 1 {
+			t.Fatalf("after close: got %v stored, want s_1/1", keys)
+		}
+	})
 }
 
 // TestBackpressure: with the store's write lock held elsewhere, a tiny
@@ -400,5 +570,56 @@ func TestCloseGivesUp(t *testing.T) {
 	}
 	if err := <-blocked; !errors.Is(err, ErrClosed) {
 		t.Fatalf("blocked append: got %v, want ErrClosed", err)
+	}
+}
+
+// TestUpgradeFromSchema7: a store written before migration 8 (the
+// full-text index's merge setting) keeps its entries searchable after it,
+// and the writer adds to them.
+func TestUpgradeFromSchema7(t *testing.T) {
+	db, url := openDB(t)
+	ctx := context.Background()
+	w := newWriter(t, db, WriterOptions{})
+	for i := int64(1); i <= 3; i++ {
+		if err := w.Append(ctx, entry("s_1", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Back to schema 7 as it was: FTS5's default merge setting.
+	if _, err := db.Exec(`DELETE FROM schema_migrations WHERE version > 7;
+		INSERT INTO queries_fts (queries_fts, rank) VALUES ('automerge', 4)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db, err := store.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	var automerge string
+	if err := db.QueryRow(`SELECT v FROM queries_fts_config WHERE k = 'automerge'`).Scan(&automerge); err != nil || automerge != "3" {
+		t.Fatalf("automerge: got %q (%v), want 3", automerge, err)
+	}
+	w = newWriter(t, db, WriterOptions{})
+	if err := w.Append(ctx, entry("s_2", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Search(ctx, db, Query{Text: "customers"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range res.Entries {
+		got = append(got, fmt.Sprintf("%s/%d", s.Session, s.Seq))
+	}
+	if want := "[s_1/1 s_1/2 s_1/3 s_2/1]"; fmt.Sprint(got) != want {
+		t.Fatalf("got %v, want %s", got, want)
 	}
 }
