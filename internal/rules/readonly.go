@@ -422,15 +422,39 @@ func prepareReason(toks []string, depth int) string {
 // passes: COPY FROM writes a table and COPY TO a file or program writes
 // on the server.
 func copyReason(toks []string, depth int) string {
+	query, dir, dest, ok := copyParts(toks)
+	if !ok {
+		return "COPY with an unclosed query cannot be checked"
+	}
+	if query != nil {
+		if r := readOnlyReason(query, depth+1); r != "" {
+			return r
+		}
+	}
+	switch {
+	case dir == "from":
+		return "COPY FROM writes data"
+	case dir == "to" && hasPrefix(dest, "stdout"):
+		return ""
+	case dir == "to" && hasPrefix(dest, "program"):
+		return "COPY TO PROGRAM runs a program on the server"
+	case dir == "to":
+		return "COPY TO a file writes on the server"
+	}
+	return "COPY may write; this grant is read-only"
+}
+
+// copyParts splits the tokens that follow COPY: the query of COPY
+// (query) (nil for a table), the direction (the first "from" or "to"
+// outside parentheses, "" if there is none) and the tokens after it. ok
+// is false when the query's parenthesis is not closed.
+func copyParts(toks []string) (query []string, dir string, dest []string, ok bool) {
 	if hasPrefix(toks, "(") {
 		end := closingParen(toks)
 		if end < 0 {
-			return "COPY with an unclosed query cannot be checked"
+			return nil, "", nil, false
 		}
-		if r := readOnlyReason(toks[1:end], depth+1); r != "" {
-			return r
-		}
-		toks = toks[end+1:]
+		query, toks = toks[1:end], toks[end+1:]
 	}
 	paren := 0
 	for i, t := range toks {
@@ -439,24 +463,13 @@ func copyReason(toks []string, depth int) string {
 			paren++
 		case ")":
 			paren--
-		case "from":
+		case "from", "to":
 			if paren == 0 {
-				return "COPY FROM writes data"
+				return query, t, toks[i+1:], true
 			}
-		case "to":
-			if paren != 0 {
-				continue
-			}
-			switch {
-			case hasPrefix(toks[i+1:], "stdout"):
-				return ""
-			case hasPrefix(toks[i+1:], "program"):
-				return "COPY TO PROGRAM runs a program on the server"
-			}
-			return "COPY TO a file writes on the server"
 		}
 	}
-	return "COPY may write; this grant is read-only"
+	return query, "", nil, true
 }
 
 // writingFuncs are the built-in functions that, called from any

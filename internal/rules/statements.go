@@ -22,36 +22,14 @@ func CopyStreams(sql string) (in, out bool) {
 		if !hasPrefix(toks, "copy") {
 			continue
 		}
-		toks = toks[1:]
-		if hasPrefix(toks, "(") {
-			end := closingParen(toks)
-			if end < 0 {
-				return true, true
-			}
-			toks = toks[end+1:]
-		}
-		known, paren := false, 0
-		for i, t := range toks {
-			switch t {
-			case "(":
-				paren++
-			case ")":
-				paren--
-			case "from", "to":
-				if paren != 0 || known {
-					continue
-				}
-				known = true
-				switch {
-				case t == "from" && hasPrefix(toks[i+1:], "stdin"):
-					in = true
-				case t == "to" && hasPrefix(toks[i+1:], "stdout"):
-					out = true
-				}
-			}
-		}
-		if !known {
-			in, out = true, true
+		_, dir, dest, ok := copyParts(toks[1:])
+		switch {
+		case !ok || dir == "":
+			return true, true
+		case dir == "from":
+			in = in || hasPrefix(dest, "stdin")
+		case dir == "to":
+			out = out || hasPrefix(dest, "stdout")
 		}
 	}
 	return in, out

@@ -14,10 +14,6 @@ import (
 	"github.com/vigil-pam/vigil/internal/vault"
 )
 
-// ReadOnlyAction is the grant action that restricts the query action of
-// the same grant to statements that cannot write.
-const ReadOnlyAction = token.ActionReadOnly
-
 // maxPassword caps the password message: a token is a few KiB.
 const maxPassword = 16 << 10
 

@@ -177,20 +177,21 @@ func (c *conn) onCopyMessage(st *clientState, typ byte, body []byte) (handled, o
 		// The database ignores Flush and Sync during COPY FROM STDIN.
 		return true, true
 	}
+	// The database may have left the COPY (an error ended it): then the
+	// message is the client's next request.
 	for {
 		select {
 		case started, open := <-st.copyWait:
-			if !open || !started {
-				st.copyWait, st.inCopy = nil, false
-				return false, true
+			if open && started {
+				continue
 			}
-			continue
+			st.copyWait, st.inCopy = nil, false
+			return false, true
 		default:
+			c.protocolError(fmt.Sprintf("message type %q during COPY FROM STDIN", typ))
+			return true, false
 		}
-		break
 	}
-	c.protocolError(fmt.Sprintf("message type %q during COPY FROM STDIN", typ))
-	return true, false
 }
 
 // clientError ends the relay on a read error: a client that left, or

@@ -597,10 +597,7 @@ func (p *pending) current() *execution {
 		if p.cur >= len(p.execs) {
 			// The database ran more statements than Vigil split the
 			// query into: the rest are logged as one.
-			p.execs = append(p.execs, &execution{text: "-- (the rest of the query string)", protocol: "simple", start: time.Now()})
-			if n := len(p.execs); n > 1 {
-				p.execs[n-1].start = p.execs[n-2].start
-			}
+			p.execs = append(p.execs, &execution{text: "-- (the rest of the query string)", protocol: "simple", start: p.execs[0].start})
 		}
 		return p.execs[p.cur]
 	}
