@@ -94,10 +94,18 @@ type Hits struct {
 // Report records hits on text: a rule.hit audit event each (durable
 // before the action proceeds) and an alert. taken is what the gateway
 // did (the strongest action of the hits); text may be shown redacted.
-func (r Hits) Report(ctx context.Context, kind rules.Kind, text string, hits []rules.Hit, taken rules.Action) {
+// It returns the first audit failure: the gateway must then not let the
+// action proceed (the gateways end the session), since the hit would
+// leave no trace. An alert that cannot be raised is only logged: the
+// audit event is the record.
+func (r Hits) Report(ctx context.Context, kind rules.Kind, text string, hits []rules.Hit, taken rules.Action) error {
+	var failed error
 	for _, h := range hits {
-		r.Audit("rule.hit", map[string]any{"rule": h.Rule.ID, "pack": h.Rule.Pack, "kind": string(kind), "severity": string(h.Rule.Severity),
+		err := r.Audit("rule.hit", map[string]any{"rule": h.Rule.ID, "pack": h.Rule.Pack, "kind": string(kind), "severity": string(h.Rule.Severity),
 			"action": string(h.Rule.Action), "taken": string(taken), "text": text, "description": h.Rule.Description})
+		if err != nil && failed == nil {
+			failed = fmt.Errorf("gateway: rule %s hit not audited: %w", h.Rule.ID, err)
+		}
 		if r.Alerts == nil {
 			continue
 		}
@@ -115,4 +123,5 @@ func (r Hits) Report(ctx context.Context, kind rules.Kind, text string, hits []r
 			r.Log.Error("alert not raised", "session", r.Session, "user", r.User, "target", r.Target, "rule", h.Rule.ID, "err", err)
 		}
 	}
+	return failed
 }

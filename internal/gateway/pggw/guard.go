@@ -16,12 +16,12 @@ import (
 type verdict struct {
 	// block is set when the statement must not reach the database: the
 	// SQLSTATE and message the client gets.
-	block       bool
-	code        string
-	msg, hint   string
-	rule        string // the rule (or "read-only") that decided
-	terminate   bool
-	termMessage string
+	block     bool
+	code      string
+	msg, hint string
+	rule      string // the rule (or "read-only") that decided
+	// end, when set, ends the session instead.
+	end *ended
 	// copyIn is set when the statement may start a COPY FROM STDIN.
 	copyIn bool
 }
@@ -37,7 +37,7 @@ func (c *conn) ruleSet() (*rules.Set, error) {
 // holds the statement here until an admin resumes the session.
 func (c *conn) guard(sql string) verdict {
 	v := c.check(sql)
-	if !v.block && !v.terminate && mentionsCopy(sql) {
+	if !v.block && v.end == nil && mentionsCopy(sql) {
 		in, out := rules.CopyStreams(sql)
 		v.copyIn = in
 		if out && c.s.cfg.Masking.Enabled() {
@@ -81,7 +81,10 @@ func (c *conn) check(sql string) verdict {
 	if !ok {
 		return verdict{}
 	}
-	c.reportHits(hits, top.Rule.Action)
+	if err := c.reportHits(hits, top.Rule.Action); err != nil {
+		// The hit would leave no trace: nothing more runs (fail closed).
+		return verdict{rule: top.Rule.ID, end: &ended{reason: "a rule hit cannot be audited, so the session is ended", code: stateConnectionFailure}}
+	}
 	switch top.Rule.Action {
 	case rules.ActionBlock:
 		c.mark(fmt.Sprintf("rule %s: blocked: %s", top.Rule.ID, clip(top.Text, 512)))
@@ -90,20 +93,24 @@ func (c *conn) check(sql string) verdict {
 			hint: "The session continues. Ask a Vigil administrator if this statement is needed."}
 	case rules.ActionTerminate:
 		c.mark(fmt.Sprintf("rule %s: terminated: %s", top.Rule.ID, clip(top.Text, 512)))
-		return verdict{terminate: true, rule: top.Rule.ID,
-			termMessage: fmt.Sprintf("statement refused by rule %s: %s", top.Rule.ID, top.Rule.Description)}
+		return verdict{rule: top.Rule.ID, end: ruleEnd(top.Rule.ID, fmt.Sprintf("statement refused by rule %s: %s", top.Rule.ID, top.Rule.Description))}
 	case rules.ActionPause:
 		c.mark(fmt.Sprintf("rule %s: paused for review: %s", top.Rule.ID, clip(top.Text, 512)))
 		err := c.live.Pause("rule "+top.Rule.ID, "review before it runs: "+top.Rule.Description)
 		if err != nil && !errors.Is(err, session.ErrPaused) {
-			return verdict{terminate: true, rule: top.Rule.ID, termMessage: "the session is ending"}
+			return verdict{rule: top.Rule.ID, end: ruleEnd(top.Rule.ID, "the session is ending")}
 		}
 		if err := c.live.Wait(c.ctx); err != nil {
-			return verdict{terminate: true, rule: top.Rule.ID, termMessage: "the session ended while the statement waited for review"}
+			return verdict{rule: top.Rule.ID, end: ruleEnd(top.Rule.ID, "the session ended while the statement waited for review")}
 		}
 		return verdict{rule: top.Rule.ID}
 	}
 	return verdict{rule: top.Rule.ID}
+}
+
+// ruleEnd is how a session ends on rule id's behalf.
+func ruleEnd(id, reason string) *ended {
+	return &ended{reason: reason, by: "rule " + id, code: stateInsufficientPriv}
 }
 
 // mark puts a marker into the recording.
@@ -114,13 +121,17 @@ func (c *conn) mark(label string) {
 }
 
 // reportHits records rule hits (gateway.Hits.Report), each with the
-// statement it hit.
-func (c *conn) reportHits(hits []rules.Hit, taken rules.Action) {
+// statement it hit, and returns the first audit failure.
+func (c *conn) reportHits(hits []rules.Hit, taken rules.Action) error {
 	r := gateway.Hits{Audit: c.audit, Alerts: c.s.cfg.Alerts, Log: c.s.cfg.Log, User: c.sess.User, Target: c.sess.Target,
 		Session: c.sess.ID, Source: c.sess.Source}
+	var failed error
 	for _, h := range hits {
-		r.Report(context.WithoutCancel(c.ctx), rules.KindSQL, clip(h.Text, 4096), []rules.Hit{h}, taken)
+		if err := r.Report(context.WithoutCancel(c.ctx), rules.KindSQL, clip(h.Text, 4096), []rules.Hit{h}, taken); err != nil && failed == nil {
+			failed = err
+		}
 	}
+	return failed
 }
 
 // substitute is the statement Vigil sends in place of a blocked one: it

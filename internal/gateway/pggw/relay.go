@@ -237,8 +237,8 @@ func (c *conn) onQuery(st *clientState, body []byte) bool {
 	}
 	now := c.s.cfg.Now()
 	v := c.guard(q.String)
-	if v.terminate {
-		c.terminate(&ended{reason: v.termMessage, by: "rule " + v.rule, code: stateInsufficientPriv})
+	if v.end != nil {
+		c.terminate(v.end)
 		return false
 	}
 	if v.block {
@@ -273,8 +273,8 @@ func (c *conn) onParse(st *clientState, body []byte) bool {
 		return false
 	}
 	v := c.guard(m.Query)
-	if v.terminate {
-		c.terminate(&ended{reason: v.termMessage, by: "rule " + v.rule, code: stateInsufficientPriv})
+	if v.end != nil {
+		c.terminate(v.end)
 		return false
 	}
 	if v.block {

@@ -29,10 +29,16 @@ func (c *conn) ruleSet() (*rules.Set, error) {
 }
 
 // reportHits records rule hits (gateway.Hits.Report); text may be shown
-// redacted.
-func (c *conn) reportHits(kind rules.Kind, text string, hits []rules.Hit, taken rules.Action) {
-	gateway.Hits{Audit: c.audit, Alerts: c.s.cfg.Alerts, Log: c.s.cfg.Log, User: c.sess.User, Target: c.sess.Target,
+// redacted. A hit that cannot be audited ends the session (fail closed):
+// then it returns false and the caller lets nothing more through.
+func (c *conn) reportHits(kind rules.Kind, text string, hits []rules.Hit, taken rules.Action) bool {
+	err := gateway.Hits{Audit: c.audit, Alerts: c.s.cfg.Alerts, Log: c.s.cfg.Log, User: c.sess.User, Target: c.sess.Target,
 		Session: c.sess.ID, Source: c.sess.Source}.Report(context.WithoutCancel(c.ctx), kind, text, hits, taken)
+	if err != nil {
+		go c.terminate(&Ended{Reason: "a rule hit cannot be audited, so the session is ended"})
+		return false
+	}
+	return true
 }
 
 // ruleMessage is what the user is told when a rule acts.
@@ -53,7 +59,12 @@ func (ch *channel) checkCommand(cmd string, r interface{ Reply(bool, []byte) err
 	if !ok {
 		return true
 	}
-	c.reportHits(rules.KindCommand, cmd, hits, top.Rule.Action)
+	if !c.reportHits(rules.KindCommand, cmd, hits, top.Rule.Action) {
+		if wantReply {
+			r.Reply(false, nil) // the session is ending
+		}
+		return false
+	}
 	switch top.Rule.Action {
 	case rules.ActionBlock:
 		c.markRule(top, "blocked", cmd)
@@ -162,7 +173,9 @@ func (ch *channel) commandRules(p []byte) ([]byte, bool) {
 		if !ok {
 			continue
 		}
-		c.reportHits(rules.KindCommand, shown, hits, top.Rule.Action)
+		if !c.reportHits(rules.KindCommand, shown, hits, top.Rule.Action) {
+			return p[:lineStart], false
+		}
 		enter := off - 1
 		action := top.Rule.Action
 		if action == rules.ActionBlock && !ch.mode().pty {
