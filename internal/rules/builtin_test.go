@@ -582,6 +582,15 @@ var sqlCases = []ruleCase{
 	{`SELECT pg_read_file('/etc/passwd')`, "db.server-files"},
 	{`SELECT lo_import('/etc/shadow')`, "db.server-files"},
 	{`SELECT 'pg_read_file('`, ""},
+	// A quoted identifier called as a function reads as its name.
+	{`SELECT "pg_read_file"('/etc/passwd')`, "db.server-files"},
+	{`SELECT pg_catalog."PG_READ_FILE" /* x */ ('/etc/passwd')`, "db.server-files"},
+	{`SELECT U&"pg\005fread_file"('/etc/passwd')`, "db.server-files"},
+	{`SELECT U&"pg!005fread_file" UESCAPE '!' ('/etc/passwd')`, "db.server-files"},
+	{`SELECT U&"lo\+00005fimport"('/etc/shadow')`, "db.server-files"},
+	{`SELECT "pg_read_file" FROM t`, ""},
+	// A reserved word stays quoted: "where" is not the key word.
+	{`DELETE FROM t USING "where"() w`, "db.delete-no-where"},
 	// Code bodies, several statements.
 	{`DO $$ BEGIN DELETE FROM audit_log; END $$`, "db.delete-no-where"},
 	{`CREATE FUNCTION f() RETURNS void AS $body$ TRUNCATE t; $body$ LANGUAGE sql`, "db.truncate"},

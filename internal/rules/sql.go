@@ -3,7 +3,9 @@ package rules
 import (
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode"
 )
 
 // sqlStmt is one SQL statement, as sent and normalised.
@@ -27,7 +29,10 @@ var codeBody = regexp.MustCompile(`^(?:do\b|create\s+(?:or\s+replace\s+)?(?:func
 // identifiers ("...") are removed, leaving the empty quotes; letters are
 // lower-cased and runs of white space become one space. So a statement
 // inside a string, as in SELECT 'drop table x', cannot hit, while
-// DROP/**/TABLE "Users" reads as drop table "".
+// DROP/**/TABLE "Users" reads as drop table "". A quoted identifier
+// called as a function, as in "pg_read_file"('x') or U&"pg\005fread_file"(…),
+// reads as the bare name when the database would read that the same way
+// (see calledName), so rules on function names see it.
 //
 // The dollar-quoted bodies of DO blocks and of CREATE FUNCTION and CREATE
 // PROCEDURE are code, not data: their statements follow the statement
@@ -181,8 +186,9 @@ func appendSQL(out []sqlStmt, sql string, depth int, bsEsc bool) []sqlStmt {
 			i = skipQuoted(sql, i, '\'', esc)
 			emit("''")
 		case c == '"':
-			i = skipQuoted(sql, i, '"', false)
-			emit(`""`)
+			name, next := calledName(sql, i, skipQuoted(sql, i, '"', false))
+			emit(name)
+			i = next
 		case c == '$':
 			tag := dollarTag(sql, i)
 			if tag == "" || (i > 0 && isIdentByte(sql[i-1])) {
@@ -286,4 +292,125 @@ func dollarTag(s string, i int) string {
 
 func isIdentByte(c byte) bool {
 	return c == '_' || c == '$' || '0' <= c && c <= '9' || 'a' <= c|0x20 && c|0x20 <= 'z' || c >= 0x80
+}
+
+// reservedWords are PostgreSQL's fully reserved key words: never a
+// function's name unquoted, so a quoted one keeps its quotes (a function
+// a user named "where" must not read as the key word, which rules'
+// Unless patterns look for).
+var reservedWords = map[string]bool{
+	"all": true, "analyse": true, "analyze": true, "and": true, "any": true, "array": true, "as": true, "asc": true,
+	"asymmetric": true, "both": true, "case": true, "cast": true, "check": true, "collate": true, "column": true,
+	"constraint": true, "create": true, "current_catalog": true, "current_date": true, "current_role": true,
+	"current_time": true, "current_timestamp": true, "current_user": true, "default": true, "deferrable": true,
+	"desc": true, "distinct": true, "do": true, "else": true, "end": true, "except": true, "false": true,
+	"fetch": true, "for": true, "foreign": true, "from": true, "grant": true, "group": true, "having": true,
+	"in": true, "initially": true, "intersect": true, "into": true, "lateral": true, "leading": true,
+	"limit": true, "localtime": true, "localtimestamp": true, "not": true, "null": true, "offset": true,
+	"on": true, "only": true, "or": true, "order": true, "placing": true, "primary": true, "references": true,
+	"returning": true, "select": true, "session_user": true, "some": true, "symmetric": true, "system_user": true,
+	"table": true, "then": true, "to": true, "trailing": true, "true": true, "union": true, "unique": true,
+	"user": true, "using": true, "variadic": true, "when": true, "where": true, "window": true, "with": true,
+}
+
+// calledName is the normalised form of the quoted identifier sql[i:j]
+// (i at its opening quote), and where reading goes on after it: `""`,
+// or, when it is called as a function (a "(" follows) and names what the
+// bare name would (letters, digits, _ and $, not a reserved word), that
+// name lower-cased. A U&"..." identifier's escapes (\XXXX, \+XXXXXX, or
+// those of its UESCAPE character) are decoded first; one that cannot be
+// decoded stays `""`. A UESCAPE clause is read with the name. Case is
+// folded although the database would not fold it: a rule may hit a name
+// that differs only in case (fail closed), never miss one.
+func calledName(sql string, i, j int) (string, int) {
+	k := skipSpace(sql, j)
+	if k >= len(sql) || j <= i+1 || sql[j-1] != '"' {
+		return `""`, j
+	}
+	name := strings.ReplaceAll(sql[i+1:j-1], `""`, `"`)
+	if i >= 2 && sql[i-1] == '&' && sql[i-2]|0x20 == 'u' && (i < 3 || !isIdentByte(sql[i-3])) {
+		esc := byte('\\')
+		if k+7 <= len(sql) && strings.EqualFold(sql[k:k+7], "uescape") && (k+7 == len(sql) || !isIdentByte(sql[k+7])) {
+			q := skipSpace(sql, k+7)
+			if q+3 > len(sql) || sql[q] != '\'' || sql[q+2] != '\'' || strings.IndexByte("'\"+ \t\n\r\f\v0123456789abcdefABCDEF", sql[q+1]) >= 0 {
+				return `""`, j // the database refuses it
+			}
+			esc, j, k = sql[q+1], q+3, skipSpace(sql, q+3)
+		}
+		var ok bool
+		if name, ok = unicodeUnescape(name, esc); !ok {
+			return `""`, j
+		}
+	}
+	if k >= len(sql) || sql[k] != '(' || name == "" || '0' <= name[0] && name[0] <= '9' || name[0] == '$' {
+		return `""`, j
+	}
+	for x := 0; x < len(name); x++ {
+		if !isIdentByte(name[x]) {
+			return `""`, j
+		}
+	}
+	name = strings.ToLower(name)
+	if reservedWords[name] {
+		return `""`, j
+	}
+	return name, j
+}
+
+// skipSpace returns the index of the first byte at or after i that is
+// neither white space nor in a comment.
+func skipSpace(s string, i int) int {
+	for i < len(s) {
+		switch {
+		case strings.IndexByte(" \t\n\r\f\v", s[i]) >= 0:
+			i++
+		case strings.HasPrefix(s[i:], "--"):
+			j := strings.IndexAny(s[i:], "\n\r")
+			if j < 0 {
+				return len(s)
+			}
+			i += j
+		case strings.HasPrefix(s[i:], "/*"):
+			i = skipBlockComment(s, i)
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// unicodeUnescape decodes the escapes of a U&"..." identifier's text:
+// esc followed by 4 hex digits, or by + and 6, or a doubled esc. A
+// malformed escape, or one naming no character, reports false.
+func unicodeUnescape(s string, esc byte) (string, bool) {
+	if strings.IndexByte(s, esc) < 0 {
+		return s, true
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != esc {
+			b.WriteByte(s[i])
+			continue
+		}
+		n := 4
+		switch {
+		case i+1 < len(s) && s[i+1] == esc:
+			b.WriteByte(esc)
+			i++
+			continue
+		case i+1 < len(s) && s[i+1] == '+':
+			n = 6
+			i++
+		}
+		if i+n >= len(s) {
+			return "", false
+		}
+		v, err := strconv.ParseUint(s[i+1:i+1+n], 16, 32)
+		if err != nil || v == 0 || v > unicode.MaxRune || 0xD800 <= v && v <= 0xDFFF {
+			return "", false
+		}
+		b.WriteRune(rune(v))
+		i += n
+	}
+	return b.String(), true
 }
