@@ -4,6 +4,8 @@
 #   pgbench -S TPS through Vigil vs direct     goal >= 0.9
 #   pgbench -S TPS through Vigil vs pgbouncer  (the field's usual proxy)
 #   added latency per simple query, p50/p99 (single client)
+#   beside gorelay (bench/gorelay: two io.Copy, nothing else), the floor
+#   any Go proxy pays on this machine
 # plus one round of -M prepared and one with TLS, Vigil's CPU per
 # transaction and its RSS. A throwaway PostgreSQL (initdb in a temp dir,
 # fsync=off), pgbouncer and vigil serve on free loopback ports; all of it
@@ -18,6 +20,7 @@
 #        VIGIL_BIN=bin/vigil bench/pg.sh       # skip the build
 #        VIGIL_PROFILE=1 bench/pg.sh           # also print Vigil's CPU profile (top functions)
 #        VIGIL_PROFILE=DIR bench/pg.sh         # same, and keep the profile and binary in DIR
+#        PIN=1 bench/pg.sh                     # PostgreSQL and pgbench on CPU 0, each proxy on CPU 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}     # interleaved rounds of direct, pgbouncer, vigil
@@ -57,6 +60,14 @@ else
 	as_pg() { (cd / && "$@"); }
 fi
 
+# PIN=1 gives the proxy a core of its own, as on a deployment where it
+# runs on another machine: PostgreSQL and pgbench share CPU 0, each proxy
+# runs on CPU 1. Without it everything shares both CPUs.
+PIN=${PIN:-}
+if [ -n "$PIN" ] && [ "$(nproc)" -lt 2 ]; then echo "PIN=1 needs 2 CPUs" >&2; exit 1; fi
+on_db_cpu() { if [ -n "$PIN" ]; then taskset -c 0 "$@"; else "$@"; fi; }
+pin_proxy() { [ -z "$PIN" ] || taskset -a -p -c 1 "$1" >/dev/null; }
+
 # free_port prints a loopback TCP port nothing listens on.
 free_port() {
 	local p i
@@ -83,11 +94,12 @@ wait_for() {
 TMP=$(mktemp -d /tmp/vigil-pgbench.XXXXXX)
 chmod 755 "$TMP"
 PGDIR=$TMP/pg PGDATA=$TMP/pg/data BDIR=$TMP/bouncer VDATA=$TMP/vigil-data
-vigil_pid= bouncer_pid= sampler_pid= pg_started=
+vigil_pid= bouncer_pid= relay_pid= sampler_pid= pg_started=
 cleanup() {
 	local rc=$?
 	set +e
 	[ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
+	[ -n "$relay_pid" ] && kill "$relay_pid" 2>/dev/null
 	if [ -n "$vigil_pid" ] && kill -0 "$vigil_pid" 2>/dev/null; then
 		kill -TERM "$vigil_pid"
 		for _ in $(seq 1 150); do kill -0 "$vigil_pid" 2>/dev/null || break; sleep 0.1; done
@@ -143,6 +155,8 @@ log "starting postgres on 127.0.0.1:$PG_PORT"
 as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGDIR/postgres.log" -w -t 60 start >/dev/null
 pg_started=1
 PG_PID=$(head -n 1 "$PGDATA/postmaster.pid")
+# Backends fork from the postmaster and inherit its CPU.
+[ -z "$PIN" ] || taskset -a -p -c 0 "$PG_PID" >/dev/null
 as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGDIR" -p "$PG_PORT" -U postgres -d postgres \
 	-c "CREATE ROLE app LOGIN PASSWORD '$APP_PW'" -c "CREATE DATABASE app OWNER app"
 log "pgbench -i -s $SCALE app"
@@ -176,6 +190,7 @@ log "starting pgbouncer (session mode) on 127.0.0.1:$BOUNCER_PORT"
 as_pg "$PGBOUNCER" -d "$BDIR/pgbouncer.ini"
 wait_for 10 "pgbouncer's pid file" test -s "$BDIR/pgbouncer.pid"
 bouncer_pid=$(cat "$BDIR/pgbouncer.pid")
+pin_proxy "$bouncer_pid"
 wait_for 15 "pgbouncer to accept logins" env PGPASSWORD="$APP_PW" PGSSLMODE=disable PGCONNECT_TIMEOUT=2 \
 	"$PGBIN/psql" -X -At -h 127.0.0.1 -p "$BOUNCER_PORT" -U app -d app -c 'select 1'
 
@@ -186,6 +201,13 @@ else
 	log "go build -o \$TMP/vigil ./cmd/vigil"
 	go build -o "$TMP/vigil" ./cmd/vigil
 fi
+go build -o "$TMP/gorelay" ./bench/gorelay
+RELAY_PORT=$(free_port)
+"$TMP/gorelay" "127.0.0.1:$RELAY_PORT" "127.0.0.1:$PG_PORT" 2>"$TMP/gorelay.err" &
+relay_pid=$!
+pin_proxy "$relay_pid"
+wait_for 15 "gorelay to relay a login" env PGPASSWORD="$APP_PW" PGSSLMODE=disable PGCONNECT_TIMEOUT=2 \
+	"$PGBIN/psql" -X -At -h 127.0.0.1 -p "$RELAY_PORT" -U app -d app -c 'select 1'
 printf 'pg:\n  allow_plaintext_loopback: true\n' >"$TMP/vigil.yaml"
 vigil_env=()
 [ -n "${VIGIL_PROFILE:-}" ] && vigil_env=(VIGIL_CPUPROFILE="$TMP/vigil.pprof")
@@ -193,6 +215,7 @@ log "starting vigil serve"
 env "${vigil_env[@]}" "$TMP/vigil" serve --data "$VDATA" --http-addr 127.0.0.1:0 --ssh-addr 127.0.0.1:0 --pg-addr 127.0.0.1:0 \
 	--config "$TMP/vigil.yaml" >"$TMP/vigil.out" 2>"$TMP/vigil.err" &
 vigil_pid=$!
+pin_proxy "$vigil_pid"
 deadline=$((SECONDS + 60))
 until grep -q 'msg="vigil serving"' "$TMP/vigil.err"; do
 	kill -0 "$vigil_pid" 2>/dev/null || { echo "vigil serve exited" >&2; exit 1; }
@@ -256,6 +279,7 @@ pgb() {
 	case $path in
 	direct) port=$PG_PORT db=app pw=$APP_PW pwname='$APP_PW' ;;
 	pgbouncer) port=$BOUNCER_PORT db=app pw=$APP_PW pwname='$APP_PW' proxy=$bouncer_pid ;;
+	gorelay) port=$RELAY_PORT db=app pw=$APP_PW pwname='$APP_PW' proxy=$relay_pid ;;
 	vigil) port=$VIGIL_PG_PORT db=db1 pw=$TOKEN pwname='$TOKEN' proxy=$vigil_pid ;;
 	esac
 	record_cmd "PGSSLMODE=$sslmode PGPASSWORD=$pwname pgbench $* -h 127.0.0.1 -p $port -U app $db   # $path"
@@ -264,7 +288,7 @@ pgb() {
 	g0=$(pg_ticks)
 	b0=$(busy_ticks)
 	local TIMEFORMAT='%3U %3S %3R'
-	if ! { time PGSSLMODE=$sslmode PGPASSWORD=$pw "$PGBIN/pgbench" "$@" -h 127.0.0.1 -p "$port" -U app "$db" >"$out" 2>&1; } 2>"$out.time"; then
+	if ! { time PGSSLMODE=$sslmode PGPASSWORD=$pw on_db_cpu "$PGBIN/pgbench" "$@" -h 127.0.0.1 -p "$port" -U app "$db" >"$out" 2>&1; } 2>"$out.time"; then
 		echo "pgbench failed on $path ($section):" >&2
 		cat "$out" >&2
 		return 1
@@ -303,11 +327,12 @@ sample_vigil() {
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 BASE=(-n -S -c "$CLIENTS" -j "$JOBS")
 log "warm-up: pgbench -S -T 5 direct"
-PGSSLMODE=disable PGPASSWORD=$APP_PW "$PGBIN/pgbench" "${BASE[@]}" -T 5 -h 127.0.0.1 -p "$PG_PORT" -U app app >/dev/null 2>&1
-log "throughput: $ROUNDS rounds of direct, pgbouncer, vigil; pgbench ${BASE[*]} -T $T (-M simple)"
+PGSSLMODE=disable PGPASSWORD=$APP_PW on_db_cpu "$PGBIN/pgbench" "${BASE[@]}" -T 5 -h 127.0.0.1 -p "$PG_PORT" -U app app >/dev/null 2>&1
+log "throughput: $ROUNDS rounds of direct, pgbouncer, gorelay, vigil; pgbench ${BASE[*]} -T $T (-M simple)"
 for r in $(seq 1 "$ROUNDS"); do
 	pgb simple direct "$r" disable "${BASE[@]}" -T "$T"
 	pgb simple pgbouncer "$r" disable "${BASE[@]}" -T "$T"
+	pgb simple gorelay "$r" disable "${BASE[@]}" -T "$T"
 	sample_vigil $((T / 2)) "$r" &
 	sampler_pid=$!
 	pgb simple vigil "$r" disable "${BASE[@]}" -T "$T"
@@ -328,7 +353,7 @@ pgb tls vigil 1 require "${BASE[@]}" -T "$T"
 mkdir -p "$TMP/lat"
 LAT=$TMP/latency.tsv
 : >"$LAT"
-for path in direct pgbouncer vigil; do
+for path in direct pgbouncer gorelay vigil; do
 	pgb latency "$path" 1 disable -n -S -c 1 -j 1 -T "$LAT_T" -l "--log-prefix=$TMP/lat/$path"
 	cat "$TMP/lat/$path".* | awk '{ print $3 }' | sort -n | awk -v p="$path" '
 		{ v[NR] = $1 }
@@ -359,13 +384,18 @@ if [ -n "${VIGIL_PROFILE:-}" ]; then
 	vigil_pid=
 fi
 echo
-echo "== bench/pg.sh: Vigil PostgreSQL gateway vs direct vs pgbouncer (session mode) =="
+echo "== bench/pg.sh: Vigil PostgreSQL gateway vs direct vs pgbouncer (session mode) vs gorelay (bare Go relay) =="
 echo "load:      $LOAD0 (1/5/15 min load average before the runs)"
 echo "host:      $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); everything on this machine over 127.0.0.1"
 echo "versions:  $("$PGBIN/postgres" --version), $("$PGBOUNCER" --version | head -n 1), vigil $(git describe --always --dirty 2>/dev/null || echo '?'), $(go version | awk '{ print $3 }')"
 echo "database:  pgbench scale $SCALE, shared_buffers=256MB, fsync=off synchronous_commit=off full_page_writes=off (only pgbench -i writes; -S reads)"
 echo "auth:      scram-sha-256 direct and via pgbouncer (userlist, pool_mode=session, default_pool_size=16); via Vigil a token (grant db1:app:query), Vigil logs in upstream with scram"
-echo "upstream:  pgbouncer and Vigil reach PostgreSQL in plaintext (server_tls_sslmode=disable, target --tls disable)"
+echo "upstream:  pgbouncer, gorelay and Vigil reach PostgreSQL in plaintext (server_tls_sslmode=disable, target --tls disable)"
+if [ -n "$PIN" ]; then
+	echo "cpus:      PIN=1: PostgreSQL and pgbench on CPU 0, each proxy on CPU 1"
+else
+	echo "cpus:      PostgreSQL, pgbench and the proxy share all $(nproc) CPUs (PIN=1 gives the proxy its own)"
+fi
 echo
 awk -F'\t' -v rounds="$ROUNDS" -v clients="$CLIENTS" -v jobs="$JOBS" -v t="$T" '
 	function median(s,   a, n, i, j, x) {
@@ -385,15 +415,16 @@ awk -F'\t' -v rounds="$ROUNDS" -v clients="$CLIENTS" -v jobs="$JOBS" -v t="$T" '
 		printf "%-10s", "path"
 		for (i = 1; i <= rounds; i++) printf " %9s", "round" i
 		printf " %9s %15s %15s %15s\n", "median", "proxy µs/tx", "postgres µs/tx", "pgbench µs/tx"
-		split("direct pgbouncer vigil", P, " ")
-		for (i = 1; i <= 3; i++) {
+		split("direct pgbouncer gorelay vigil", P, " ")
+		for (i = 1; i <= 4; i++) {
 			p = P[i]; k = "simple" SUBSEP p
 			printf "%-10s", p
 			for (j = 1; j <= rounds; j++) printf " %9.1f", cell["simple", p, j]
 			m[p] = median(tps[k])
 			printf " %9.1f %15s %15.1f %15.1f\n", m[p], (p == "direct") ? "-" : sprintf("%.1f", median(pr[k])), median(pg[k]), median(cl[k])
 		}
-		printf "ratios of medians: vigil/direct %s (goal >= 0.9)   vigil/pgbouncer %s   pgbouncer/direct %s\n", r(m["vigil"], m["direct"]), r(m["vigil"], m["pgbouncer"]), r(m["pgbouncer"], m["direct"])
+		printf "ratios of medians: vigil/direct %s (goal >= 0.9)   vigil/pgbouncer %s   vigil/gorelay %s   pgbouncer/direct %s   gorelay/direct %s\n", \
+			r(m["vigil"], m["direct"]), r(m["vigil"], m["pgbouncer"]), r(m["vigil"], m["gorelay"]), r(m["pgbouncer"], m["direct"]), r(m["gorelay"], m["direct"])
 		print ""
 		printf "Extended protocol (-M prepared), 1 round:  direct %.1f tps   vigil %.1f tps (%s µs CPU/tx in vigil)   vigil/direct %s\n", \
 			tps["prepared" SUBSEP "direct"], tps["prepared" SUBSEP "vigil"], median(pr["prepared" SUBSEP "vigil"]), r(tps["prepared" SUBSEP "vigil"], tps["prepared" SUBSEP "direct"])
@@ -409,8 +440,8 @@ awk -F'\t' '
 	{ n[$1] = $2; p50[$1] = $3; p99[$1] = $4 }
 	END {
 		printf "%-10s %8s %9s %8s %8s %14s %14s\n", "path", "queries", "tps", "p50", "p99", "added p50", "added p99"
-		split("direct pgbouncer vigil", P, " ")
-		for (i = 1; i <= 3; i++) {
+		split("direct pgbouncer gorelay vigil", P, " ")
+		for (i = 1; i <= 4; i++) {
 			p = P[i]
 			printf "%-10s %8d %9.1f %8d %8d", p, n[p], tps[p], p50[p], p99[p]
 			if (p == "direct") printf " %14s %14s\n", "-", "-"
@@ -445,6 +476,7 @@ cat <<EOF
   pg_ctl -D \$PGDATA -w start   # port $PG_PORT, ssl=on (self-signed P-256), fsync=off
   PGPASSWORD=\$APP_PW pgbench -i -q -s $SCALE -h 127.0.0.1 -p $PG_PORT -U app app
   pgbouncer -d pgbouncer.ini    # 127.0.0.1:$BOUNCER_PORT, pool_mode=session, auth_type=scram-sha-256
+  go run ./bench/gorelay 127.0.0.1:$RELAY_PORT 127.0.0.1:$PG_PORT
   vigil serve --data \$TMP/vigil-data --http-addr 127.0.0.1:0 --ssh-addr 127.0.0.1:0 --pg-addr 127.0.0.1:0 --config \$TMP/vigil.yaml   # pg: {allow_plaintext_loopback: true} -> pg $VIGIL_PG
   DB_PW=\$APP_PW vigil target add db1 --pg 127.0.0.1:$PG_PORT --database app --login app --password-env DB_PW --tls disable
   TOKEN=\$(vigil token issue --user bench --grant db1:app:query --ttl 2h)
