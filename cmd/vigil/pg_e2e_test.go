@@ -723,3 +723,53 @@ func TestPGGatewayProtocolState(t *testing.T) {
 	})
 	f.waitNoUpstream(t)
 }
+
+// TestUnauthenticatedAuditFlood: connections that never log in put at
+// most audit.unauthenticated_per_source events per source and minute in
+// the audit log; the rest are counted in an audit.suppressed event,
+// written at the latest when Vigil stops.
+func TestUnauthenticatedAuditFlood(t *testing.T) {
+	cfgPath := filepath.Join(t.TempDir(), "vigil.yaml")
+	if err := os.WriteFile(cfgPath, []byte("audit:\n  unauthenticated_per_source: 3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(t.TempDir(), "data")
+	s, err := startServer(t, data, nil, "--config", cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 8 {
+		nc, err := net.Dial("tcp", s.pgAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+		nc.SetDeadline(time.Now().Add(5 * time.Second))
+		io.ReadAll(nc)
+		nc.Close()
+	}
+	count := func(s *server, typ string) []map[string]any {
+		var res struct{ Events []map[string]any }
+		if err := json.Unmarshal([]byte(s.must("", "audit", "search", "--type", typ, "-o", "json")), &res); err != nil {
+			t.Fatal(err)
+		}
+		return res.Events
+	}
+	if got := count(s, "db.startup_failed"); len(got) != 3 {
+		t.Errorf("%d db.startup_failed events, want 3 (the limit)", len(got))
+	}
+	s.stop()
+	s2, err := startServer(t, data, nil, "--config", cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sup := count(s2, "audit.suppressed")
+	if len(sup) != 1 {
+		t.Fatalf("%d audit.suppressed events, want 1: %v", len(sup), sup)
+	}
+	d, _ := sup[0]["data"].(map[string]any)
+	ev, _ := d["events"].(map[string]any)
+	if d["total"] != float64(5) || ev["db.startup_failed"] != float64(5) || sup[0]["source"] != "127.0.0.1" {
+		t.Errorf("audit.suppressed %v, want 5 db.startup_failed from 127.0.0.1", sup[0])
+	}
+}

@@ -28,6 +28,7 @@ import (
 	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/breakglass"
 	"github.com/vigil-pam/vigil/internal/config"
+	"github.com/vigil-pam/vigil/internal/gateway"
 	"github.com/vigil-pam/vigil/internal/gateway/pggw"
 	"github.com/vigil-pam/vigil/internal/gateway/sshgw"
 	"github.com/vigil-pam/vigil/internal/masking"
@@ -335,9 +336,12 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	if err != nil {
 		return err
 	}
+	// One bound for both gateways: a flood split between them counts once.
+	unauthenticated := gateway.NewThrottle(auditLog, gateway.ThrottleOptions{
+		PerSource: cfg.Audit.UnauthenticatedPerSource, Total: cfg.Audit.UnauthenticatedTotal})
 	gw, err := sshgw.New(sshgw.Config{HostKey: hostKey, Verifier: verifier, Vault: vlt, Grants: grants, Locks: locks, Sessions: sessions, Live: live,
 		Rules: ruleEngine, DefaultRulePacks: cfg.Rules.Packs, Alerts: alerts, EnforceOnBreakGlass: cfg.BreakGlass.Rules == config.BreakGlassEnforce,
-		Audit: auditLog, RecordingsDir: recDir, RecordingKeys: recKeys, Log: log, HandshakeTimeout: cfg.SSH.HandshakeTimeout,
+		Audit: auditLog, Unauthenticated: unauthenticated, RecordingsDir: recDir, RecordingKeys: recKeys, Log: log, HandshakeTimeout: cfg.SSH.HandshakeTimeout,
 		IdleTimeout: cfg.SSH.IdleTimeout, Keepalive: cfg.SSH.Keepalive,
 		ExpiryWarning: cfg.SSH.ExpiryWarning, EnvAllow: cfg.SSH.EnvAllow, Ciphers: cfg.SSH.Ciphers})
 	if err != nil {
@@ -355,7 +359,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	pgw, err := pggw.New(pggw.Config{Certificate: pgCert, AllowPlaintextLoopback: cfg.PG.AllowPlaintextLoopback,
 		Verifier: verifier, Vault: vlt, Grants: grants, Locks: locks, Sessions: sessions, Live: live,
 		Rules: ruleEngine, DefaultRulePacks: pgRulePacks(cfg.Rules.Packs), Alerts: alerts, EnforceOnBreakGlass: cfg.BreakGlass.Rules == config.BreakGlassEnforce,
-		Masking: masker, QueryLog: queryLog, Audit: auditLog, RecordingsDir: recDir, RecordingKeys: recKeys, Log: log,
+		Masking: masker, QueryLog: queryLog, Audit: auditLog, Unauthenticated: unauthenticated, RecordingsDir: recDir, RecordingKeys: recKeys, Log: log,
 		StartupTimeout: cfg.PG.StartupTimeout, IdleTimeout: cfg.PG.IdleTimeout, ExpiryWarning: cfg.PG.ExpiryWarning,
 		MaxMessage: cfg.PG.MaxMessage, RecordRows: cfg.PG.RecordRows})
 	if err != nil {
@@ -444,6 +448,13 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 		sweeper.Run(bg)
 	}()
 	go breakGlass.Run(bg)
+	// Counts of suppressed events go on until the gateways stop.
+	throttleCtx, stopThrottle := context.WithCancel(context.WithoutCancel(ctx))
+	throttleDone := make(chan struct{})
+	go func() {
+		defer close(throttleDone)
+		unauthenticated.Run(throttleCtx, func(err error) { log.Error("audit: suppressed events not counted", "err", err) })
+	}()
 
 	serveErr := make(chan error, 3)
 	go func() { serveErr <- fmt.Errorf("http: %w", httpSrv.Serve(ln)) }()
@@ -481,6 +492,8 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (er
 	stopGW(errors.New("vigil is shutting down"))
 	<-gwDone
 	<-pgDone
+	stopThrottle()
+	<-throttleDone
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
 	// Every statement of the ended database sessions is stored.

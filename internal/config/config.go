@@ -90,6 +90,14 @@ type Audit struct {
 	// CheckpointEvery is the longest activity goes without a signed
 	// checkpoint (default 1s).
 	CheckpointEvery time.Duration `yaml:"checkpoint_every"`
+	// UnauthenticatedPerSource bounds the audit events of connections
+	// that did not log in (refused logins, garbage, stray cancel
+	// requests) per source address and minute (default 60); the rest
+	// are counted in one audit.suppressed event per source and minute.
+	UnauthenticatedPerSource int `yaml:"unauthenticated_per_source"`
+	// UnauthenticatedTotal is the same bound over all sources (default
+	// 1000).
+	UnauthenticatedTotal int `yaml:"unauthenticated_total"`
 	// Forward sends every audit event, in order, to SIEM collectors.
 	Forward []Forward `yaml:"forward"`
 }
@@ -335,6 +343,10 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.CheckpointEvery < 0 || c.Audit.CheckpointEvery > time.Minute {
 		errs = append(errs, fmt.Errorf("audit.checkpoint_every %s: want 0 (default 1s) up to 1m", c.Audit.CheckpointEvery))
+	}
+	if c.Audit.UnauthenticatedPerSource < 0 || c.Audit.UnauthenticatedTotal < 0 {
+		errs = append(errs, fmt.Errorf("audit.unauthenticated_per_source %d, unauthenticated_total %d: want 0 (the default) or more",
+			c.Audit.UnauthenticatedPerSource, c.Audit.UnauthenticatedTotal))
 	}
 	if c.PG.IdleTimeout < 0 || c.PG.StartupTimeout < 0 || c.PG.ExpiryWarning < 0 || c.PG.MaxMessage < 0 || c.PG.RecordRows < -1 {
 		errs = append(errs, errors.New("pg: durations and sizes must not be negative (record_rows: -1 records none)"))

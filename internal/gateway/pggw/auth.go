@@ -47,7 +47,7 @@ func (s *Server) login(ctx context.Context, cl *client) (*authInfo, error) {
 			actor = id.Claims.Subject
 			data["jti"] = id.Claims.ID
 		}
-		if err := s.cfg.Audit.Append(ctx, audit.Event{Type: "db.auth", Actor: actor, Target: clip(database, 128), Source: cl.source.String(), Data: data}); err != nil {
+		if err := s.cfg.Unauthenticated.Append(ctx, audit.Event{Type: "db.auth", Actor: actor, Target: clip(database, 128), Source: cl.source.String(), Data: data}); err != nil {
 			s.cfg.Log.Error("audit append failed", "type", "db.auth", "err", err)
 		}
 		s.cfg.Log.Info("pg auth denied", "reason", reason, "user", actor, "target", database, "source", cl.source)
@@ -66,7 +66,7 @@ func (s *Server) login(ctx context.Context, cl *client) (*authInfo, error) {
 		}
 		// The client hung up at the password prompt: psql does that to
 		// ask the user for a password, and reconnects.
-		s.cfg.Audit.Append(ctx, audit.Event{Type: "db.auth", Target: clip(database, 128), Source: cl.source.String(),
+		s.cfg.Unauthenticated.Append(ctx, audit.Event{Type: "db.auth", Target: clip(database, 128), Source: cl.source.String(),
 			Data: map[string]any{"outcome": "abandoned", "user": clip(user, 128)}})
 		return nil, err
 	}

@@ -112,6 +112,11 @@ type Config struct {
 	// Live is the registry live sessions join; nil means the gateway's own.
 	Live  *session.Registry
 	Audit audit.Sink
+	// Unauthenticated takes the audit events of connections that did
+	// not log in (refused logins, garbage); nil means Audit. Vigil puts a
+	// gateway.Throttle there, so that anyone who can connect cannot
+	// fill the audit log.
+	Unauthenticated audit.Sink
 	// RecordingsDir is where recordings are written, encrypted to
 	// RecordingKeys.
 	RecordingsDir string
@@ -156,6 +161,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Unauthenticated == nil {
+		cfg.Unauthenticated = cfg.Audit
 	}
 	if cfg.Dial == nil {
 		d := &net.Dialer{KeepAlive: 30 * time.Second}
@@ -277,7 +285,7 @@ func (s *Server) handle(ctx context.Context, nc net.Conn) {
 		if u := cl.params["user"]; u != "" {
 			data["user"] = clip(u, 128)
 		}
-		s.cfg.Audit.Append(ctx, audit.Event{Type: "db.startup_failed", Target: clip(cl.params["database"], 128), Source: cl.source.String(), Data: data})
+		s.cfg.Unauthenticated.Append(ctx, audit.Event{Type: "db.startup_failed", Target: clip(cl.params["database"], 128), Source: cl.source.String(), Data: data})
 		s.cfg.Log.Debug("pg startup failed", "source", cl.source, "reason", se.reason, "err", se.err)
 		if se.code != "" {
 			writeMsg(cl.nc, pgError("FATAL", se.code, se.msg, ""))
@@ -519,7 +527,7 @@ func (s *Server) newKey(c *conn, version uint32) {
 // audited.
 func (s *Server) cancel(ctx context.Context, cl *client, body []byte) {
 	if len(body) < 12 {
-		s.cfg.Audit.Append(ctx, audit.Event{Type: "db.cancel_refused", Source: cl.source.String(), Data: map[string]any{"reason": "malformed"}})
+		s.cfg.Unauthenticated.Append(ctx, audit.Event{Type: "db.cancel_refused", Source: cl.source.String(), Data: map[string]any{"reason": "malformed"}})
 		return
 	}
 	pid := binary.BigEndian.Uint32(body[4:8])
@@ -529,7 +537,7 @@ func (s *Server) cancel(ctx context.Context, cl *client, body []byte) {
 	ok := c != nil && subtle.ConstantTimeCompare(secret, c.key.secret) == 1
 	s.mu.Unlock()
 	if !ok {
-		s.cfg.Audit.Append(ctx, audit.Event{Type: "db.cancel_refused", Source: cl.source.String(), Data: map[string]any{"reason": "unknown_key"}})
+		s.cfg.Unauthenticated.Append(ctx, audit.Event{Type: "db.cancel_refused", Source: cl.source.String(), Data: map[string]any{"reason": "unknown_key"}})
 		return
 	}
 	c.cancelUpstream(cl.source)

@@ -92,6 +92,11 @@ type Config struct {
 	// locks); nil means a registry of the gateway's own.
 	Live  *session.Registry
 	Audit audit.Sink
+	// Unauthenticated takes the audit events of connections that did
+	// not log in (refused logins, garbage); nil means Audit. Vigil puts a
+	// gateway.Throttle there, so that anyone who can connect cannot
+	// fill the audit log.
+	Unauthenticated audit.Sink
 	// RecordingsDir is where recordings are written.
 	RecordingsDir string
 	// RecordingKeys are the age recipients recordings are encrypted to
@@ -135,6 +140,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Unauthenticated == nil {
+		cfg.Unauthenticated = cfg.Audit
 	}
 	if cfg.Dial == nil {
 		d := &net.Dialer{}
@@ -248,7 +256,7 @@ func (s *Server) authenticate(md ssh.ConnMetadata, raw string) (*ssh.Permissions
 			actor = id.Claims.Subject
 			data["jti"] = id.Claims.ID
 		}
-		if err := s.cfg.Audit.Append(ctx, audit.Event{Type: "ssh.auth", Actor: actor, Target: targetName, Source: source.String(), Data: data}); err != nil {
+		if err := s.cfg.Unauthenticated.Append(ctx, audit.Event{Type: "ssh.auth", Actor: actor, Target: targetName, Source: source.String(), Data: data}); err != nil {
 			s.cfg.Log.Error("audit append failed", "type", "ssh.auth", "err", err)
 		}
 		s.cfg.Log.Info("ssh auth denied", "reason", reason, "user", actor, "target", targetName, "source", source)
@@ -328,7 +336,7 @@ func (s *Server) handle(ctx context.Context, nc net.Conn) {
 		// (garbage, a stalled or dropped handshake) is audited here.
 		var authErr *ssh.ServerAuthError
 		if !errors.As(err, &authErr) && !errors.Is(err, denied) {
-			s.cfg.Audit.Append(ctx, audit.Event{Type: "ssh.handshake_failed", Source: source.String(), Data: map[string]any{"error": err.Error()}})
+			s.cfg.Unauthenticated.Append(ctx, audit.Event{Type: "ssh.handshake_failed", Source: source.String(), Data: map[string]any{"error": err.Error()}})
 			s.cfg.Log.Debug("ssh handshake failed", "source", source, "err", err)
 		}
 		return
