@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
+	"encoding/pem"
 	"net"
 	"strings"
 	"testing"
@@ -78,7 +80,7 @@ func testServer(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{cfg: Config{Audit: nopSink{}, Now: time.Now}, keys: map[uint32]*conn{}}
+	s := &Server{cfg: Config{Audit: nopSink{}, Unauthenticated: nopSink{}, Now: time.Now}, keys: map[uint32]*conn{}}
 	s.tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"postgresql"}}
 	return s
 }
@@ -176,4 +178,31 @@ func FuzzNegotiate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, input []byte) {
 		negotiateBytes(t, s, input)
 	})
+}
+
+// TestSelfSignedIsLeaf: the generated certificate is no CA, and a client
+// pinning it as its root accepts it for the names it was made for.
+func TestSelfSignedIsLeaf(t *testing.T) {
+	cpem, _, err := selfSigned([]string{"db.example.com"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(cpem)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign != 0 {
+		t.Errorf("IsCA %v, key usage %b: want a leaf", cert.IsCA, cert.KeyUsage)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	for _, name := range []string{"localhost", "127.0.0.1", "db.example.com"} {
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: name}); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: "other.example.com"}); err == nil {
+		t.Error("verified for a name it was not made for")
+	}
 }

@@ -102,10 +102,12 @@ func selfSigned(hosts []string, now time.Time) (certPEM, keyDER []byte, err erro
 		Subject:               pkix.Name{CommonName: "Vigil PostgreSQL gateway", Organization: []string{"Vigil"}},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.AddDate(5, 0, 0),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		// A leaf, not a CA: a client that pins it as its root
+		// (sslrootcert, checked with OpenSSL 3 and Go) trusts this
+		// certificate and nothing its key might sign.
+		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
-		IsCA:                  true,
 	}
 	seen := map[string]bool{}
 	for _, h := range append([]string{"localhost", "127.0.0.1", "::1"}, hosts...) {
