@@ -98,10 +98,10 @@ func selfSigned(hosts []string, now time.Time) (certPEM, keyDER []byte, err erro
 		return nil, nil, fmt.Errorf("pggw: tls serial: %w", err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "Vigil PostgreSQL gateway", Organization: []string{"Vigil"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(5, 0, 0),
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "Vigil PostgreSQL gateway", Organization: []string{"Vigil"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.AddDate(5, 0, 0),
 		// A leaf, not a CA: a client that pins it as its root
 		// (sslrootcert, checked with OpenSSL 3 and Go) trusts this
 		// certificate and nothing its key might sign.
