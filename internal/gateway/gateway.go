@@ -15,8 +15,26 @@ import (
 	"time"
 
 	"github.com/vigil-pam/vigil/internal/alert"
+	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/rules"
+	"github.com/vigil-pam/vigil/internal/token"
 )
+
+// Denial is the audit event of a refused login: of type typ, for the
+// user name and target the client gave, with the reason, a detail when
+// there is one, and the token's subject and jti when it was valid.
+func Denial(typ, user, target, source, reason, detail string, id *token.Identity) audit.Event {
+	data := map[string]any{"outcome": "denied", "reason": reason, "user": user}
+	if detail != "" {
+		data["detail"] = detail
+	}
+	e := audit.Event{Type: typ, Target: target, Source: source, Data: data}
+	if id != nil {
+		e.Actor = id.Claims.Subject
+		data["jti"] = id.Claims.ID
+	}
+	return e
+}
 
 // Serve accepts connections on ln until ctx ends, running handle for
 // each on its own goroutine; then it closes the listener, calls

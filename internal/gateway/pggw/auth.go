@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/vigil-pam/vigil/internal/audit"
+	"github.com/vigil-pam/vigil/internal/gateway"
 	"github.com/vigil-pam/vigil/internal/token"
 	"github.com/vigil-pam/vigil/internal/vault"
 )
@@ -38,19 +39,11 @@ func (s *Server) login(ctx context.Context, cl *client) (*authInfo, error) {
 		database = user // libpq's default
 	}
 	deny := func(reason, detail string, id *token.Identity) (*authInfo, error) {
-		data := map[string]any{"outcome": "denied", "reason": reason, "user": clip(user, 128)}
-		if detail != "" {
-			data["detail"] = detail
-		}
-		actor := ""
-		if id != nil {
-			actor = id.Claims.Subject
-			data["jti"] = id.Claims.ID
-		}
-		if err := s.cfg.Unauthenticated.Append(ctx, audit.Event{Type: "db.auth", Actor: actor, Target: clip(database, 128), Source: cl.source.String(), Data: data}); err != nil {
+		e := gateway.Denial("db.auth", clip(user, 128), clip(database, 128), cl.source.String(), reason, detail, id)
+		if err := s.cfg.Unauthenticated.Append(ctx, e); err != nil {
 			s.cfg.Log.Error("audit append failed", "type", "db.auth", "err", err)
 		}
-		s.cfg.Log.Info("pg auth denied", "reason", reason, "user", actor, "target", database, "source", cl.source)
+		s.cfg.Log.Info("pg auth denied", "reason", reason, "user", e.Actor, "target", database, "source", cl.source)
 		writeMsg(cl.nc, pgError("FATAL", stateInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user), ""))
 		return nil, errors.New(reason)
 	}

@@ -247,19 +247,11 @@ func (s *Server) authenticate(md ssh.ConnMetadata, raw string) (*ssh.Permissions
 	raw = strings.TrimSpace(raw)
 	login, targetName := splitUser(md.User())
 	deny := func(reason, detail string, id *token.Identity) (*ssh.Permissions, error) {
-		data := map[string]any{"outcome": "denied", "reason": reason, "user": md.User()}
-		if detail != "" {
-			data["detail"] = detail
-		}
-		actor := ""
-		if id != nil {
-			actor = id.Claims.Subject
-			data["jti"] = id.Claims.ID
-		}
-		if err := s.cfg.Unauthenticated.Append(ctx, audit.Event{Type: "ssh.auth", Actor: actor, Target: targetName, Source: source.String(), Data: data}); err != nil {
+		e := gateway.Denial("ssh.auth", md.User(), targetName, source.String(), reason, detail, id)
+		if err := s.cfg.Unauthenticated.Append(ctx, e); err != nil {
 			s.cfg.Log.Error("audit append failed", "type", "ssh.auth", "err", err)
 		}
-		s.cfg.Log.Info("ssh auth denied", "reason", reason, "user", actor, "target", targetName, "source", source)
+		s.cfg.Log.Info("ssh auth denied", "reason", reason, "user", e.Actor, "target", targetName, "source", source)
 		return nil, denied
 	}
 	id, err := s.cfg.Verifier.Verify(ctx, raw, source)
