@@ -15,6 +15,14 @@ import (
 // transactions large (WriterOptions.CommitInterval) and each entry as
 // cheap as it can be:
 //
+//   - What is constant in a session (its ID, user, target, login,
+//     database and client address) is stored once, as a row of
+//     query_sessions, and each entry's row in queries refers to it by
+//     query_session_id: an entry updates one index for them
+//     (queries_query_session) rather than one per column searched. The
+//     writer remembers the IDs of the sessions it stored recently
+//     (sessionCache, sessions.go), so a session's row is looked up, or
+//     inserted, once rather than per entry or per transaction.
 //   - The entries go in with multi-row INSERTs of insertRows rows,
 //     prepared once per connection and reused.
 //   - The full-text index is fed by one INSERT … SELECT at the end of the
@@ -25,13 +33,15 @@ import (
 //   - The INSERTs are INSERT OR IGNORE rather than ON CONFLICT DO NOTHING:
 //     the same for these rows (no value bound is ever NULL and queries
 //     has no CHECK or foreign key, so the only constraint a row can break
-//     is the unique (session, seq); keep it so), but a multi-row INSERT
-//     that may abort half-way saves the pages it changes to a statement
+//     is the unique (session, seq); keep it so: query_session_id is not
+//     declared a foreign key of query_sessions for that reason, besides
+//     the lookup it would cost each row), but a multi-row INSERT that
+//     may abort half-way saves the pages it changes to a statement
 //     journal, a temporary file, as it goes: a sixth of the writer's CPU
 //     when profiled.
 //   - They number their parameters with ? rather than $N: the driver
 //     looks up each named parameter by a linear search, quadratic in the
-//     parameters of a statement (1,216 for 64 rows).
+//     parameters of a statement (960 for 64 rows).
 //
 // The statement log is SQLite-only anyway (FTS5).
 
@@ -42,14 +52,16 @@ var insertRows = []int{64, 16, 4, 1}
 
 // insertColumns is the number of values insertSQL takes per entry, in the
 // order of insertArgs.
-const insertColumns = 19
+const insertColumns = 15
 
 // insertSQL returns the INSERT of rows entries. A (session, seq) already
 // stored (a retry of a commit that did succeed, or a gateway repeating
-// itself) is not inserted again: the first is kept.
+// itself) is not inserted again: the first is kept, whatever the second's
+// other columns (a query_sessions row added for the second's user and so
+// on stays, unused).
 func insertSQL(rows int) string {
 	var b strings.Builder
-	b.WriteString(`INSERT OR IGNORE INTO queries (session, seq, time, subject, target, login, database, source, protocol,
+	b.WriteString(`INSERT OR IGNORE INTO queries (session, seq, time, query_session_id, protocol,
 	statement, params, duration_us, rows, tag, outcome, sqlstate, error, rule, masked) VALUES `)
 	row := "(?" + strings.Repeat(", ?", insertColumns-1) + ")"
 	for i := range rows {
@@ -61,11 +73,11 @@ func insertSQL(rows int) string {
 	return b.String()
 }
 
-// insertArgs appends e's values for insertSQL to args.
-func insertArgs(args []any, e *Entry) []any {
-	return append(args, e.Session, e.Seq, store.Nanos(e.Time), e.User, e.Target, e.Login, e.Database, e.Source,
-		e.Protocol, e.Statement, e.Params, e.Duration.Microseconds(), e.Rows, e.Tag, e.Outcome, e.SQLState, e.Error,
-		e.Rule, e.Masked)
+// insertArgs appends e's values for insertSQL to args; session is the ID
+// of e's row in query_sessions.
+func insertArgs(args []any, e *Entry, session int64) []any {
+	return append(args, e.Session, e.Seq, store.Nanos(e.Time), session, e.Protocol, e.Statement, e.Params,
+		e.Duration.Microseconds(), e.Rows, e.Tag, e.Outcome, e.SQLState, e.Error, e.Rule, e.Masked)
 }
 
 // lastIDSQL reads the highest ID stored: the rows a transaction inserts
@@ -89,6 +101,9 @@ const insertedSQL = `SELECT session, seq FROM queries WHERE id > $1`
 // first commit; only the writer goroutine uses them.
 type statements struct {
 	lastID, index, inserted *sql.Stmt
+	// addSession and sessionID are addSessionSQL and sessionIDSQL
+	// (sessions.go).
+	addSession, sessionID *sql.Stmt
 	// insert holds the INSERT of n rows under n, for n in insertRows.
 	insert map[int]*sql.Stmt
 }
@@ -117,6 +132,12 @@ func (w *Writer) prepare(ctx context.Context) error {
 	if s.inserted, err = prep(insertedSQL); err != nil {
 		return err
 	}
+	if s.addSession, err = prep(addSessionSQL); err != nil {
+		return err
+	}
+	if s.sessionID, err = prep(sessionIDSQL); err != nil {
+		return err
+	}
 	for _, n := range insertRows {
 		if s.insert[n], err = prep(insertSQL(n)); err != nil {
 			return err
@@ -128,7 +149,7 @@ func (w *Writer) prepare(ctx context.Context) error {
 
 // close closes the statements prepared so far.
 func (s *statements) close() {
-	for _, st := range []*sql.Stmt{s.lastID, s.index, s.inserted} {
+	for _, st := range []*sql.Stmt{s.lastID, s.index, s.inserted, s.addSession, s.sessionID} {
 		if st != nil {
 			st.Close()
 		}
@@ -138,8 +159,12 @@ func (s *statements) close() {
 	}
 }
 
-// commit writes batch in one transaction: the entries in queries, in
-// order, then their statements in queries_fts under the same rowids.
+// commit writes batch in one transaction: the rows of query_sessions its
+// entries need and are not stored yet, the entries in queries, in order,
+// then their statements in queries_fts under the same rowids. The
+// query_sessions IDs it looked up are remembered only once it has
+// committed: an ID inserted by a transaction that rolled back is free
+// again, and would be given to another session.
 func (w *Writer) commit(batch []Entry) error {
 	ctx := w.ctx
 	if err := w.prepare(ctx); err != nil {
@@ -147,6 +172,9 @@ func (w *Writer) commit(batch []Entry) error {
 	}
 	var dups []string
 	err := w.db.Tx(ctx, func(tx *sql.Tx) error {
+		if err := w.sessionIDs(ctx, tx, batch); err != nil {
+			return err
+		}
 		var last int64
 		if err := tx.StmtContext(ctx, w.stmts.lastID).QueryRowContext(ctx).Scan(&last); err != nil {
 			return fmt.Errorf("read last id: %w", err)
@@ -161,8 +189,9 @@ func (w *Writer) commit(batch []Entry) error {
 				}
 			}
 			w.args = w.args[:0]
+			first := len(batch) - len(rest)
 			for i := range rest[:n] {
-				w.args = insertArgs(w.args, &rest[i])
+				w.args = insertArgs(w.args, &rest[i], w.ids[first+i])
 			}
 			res, err := tx.StmtContext(ctx, w.stmts.insert[n]).ExecContext(ctx, w.args...)
 			if err != nil {
@@ -188,8 +217,10 @@ func (w *Writer) commit(batch []Entry) error {
 		return nil
 	})
 	if err != nil {
+		clear(w.looked)
 		return fmt.Errorf("querylog: store %d statements: %w", len(batch), err)
 	}
+	w.remember()
 	if len(dups) > 0 {
 		w.log.Warn("querylog: statements already stored; kept the first", "entries", dups)
 	}

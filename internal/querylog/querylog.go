@@ -1,8 +1,17 @@
 // Package querylog owns the statement log of database sessions: one
 // structured entry per SQL statement a session sent through the
-// PostgreSQL gateway, with its outcome, stored in the state database's
-// queries table (full-text indexed in queries_fts) and searchable by
-// session, user, target, source, time, outcome and statement text.
+// PostgreSQL gateway, with its outcome, searchable by session, user,
+// target, source, time, outcome and statement text.
+//
+// Entries are stored in the state database in three tables. The columns
+// that are constant in a session (its user, target, login, database and
+// client address) are stored once per session, in query_sessions (a
+// session whose entries disagree on them has a row per combination). The
+// rest of each entry is a row of queries, which refers to its session's
+// row by query_session_id; its id orders the log and is the entry's
+// Stored.ID. The statements are full-text indexed in queries_fts, under
+// the same ids. (Before schema migration 9, every row of queries held the
+// session's columns, with an index each for user, target and source.)
 //
 // Entries are written in the background by a Writer (group commit: one
 // transaction per batch of whatever is queued, at most one every

@@ -5,11 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/vigil-pam/vigil/internal/audit"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/vigil-pam/vigil/internal/audit"
 	"github.com/vigil-pam/vigil/internal/store"
 )
 
@@ -64,12 +64,16 @@ type Result struct {
 }
 
 // Search returns the entries of db matching q, in ID order (the order
-// they were stored; newest first with q.Desc). Session, User, Target and
-// time use the table's indexes (Source and Outcome are checked on the rows
-// those, or the ID order, select). Text uses the full-text index, joined
-// to the table by rowid: it drives the search in ID order, or checks each
-// row when the indexed filters select few. Errors caused by q wrap
-// ErrBadQuery.
+// they were stored; newest first with q.Desc). Session and time use the
+// indexes of queries. User, Target and Source are columns of the entries'
+// rows in query_sessions: the rows matching are found by its indexes, and
+// their entries by queries_query_session, which holds the time too.
+// Outcome is checked on the rows the other filters, or the ID order,
+// select. Text uses the full-text index, joined to queries by rowid: it
+// drives the search in ID order, or checks each row when the indexed
+// filters select few. The page is cut from the IDs selected; then its
+// entries, and their query_sessions rows, are read. Errors caused by q
+// wrap ErrBadQuery.
 func Search(ctx context.Context, db *store.DB, q Query) (Result, error) {
 	switch {
 	case q.Limit < 0:
@@ -107,11 +111,21 @@ func Search(ctx context.Context, db *store.DB, q Query) (Result, error) {
 		after = " < "
 	}
 	// First the filters an index answers on its own (each index holds
-	// the time and the rowid): they decide how text is searched.
-	for _, f := range []struct{ col, v string }{{"q.session", q.Session}, {"q.subject", q.User}, {"q.target", q.Target}} {
-		if f.v != "" {
-			where = append(where, f.col+" = "+arg(f.v))
-		}
+	// the rowid, and queries_query_session the time): they decide how
+	// text is searched. (Source is answered by indexes too, through
+	// query_sessions, but takes no part in that decision, as before.)
+	if q.Session != "" {
+		where = append(where, "q.session = "+arg(q.Session))
+	}
+	var sessions []string
+	if q.User != "" {
+		sessions = append(sessions, "subject = "+arg(q.User))
+	}
+	if q.Target != "" {
+		sessions = append(sessions, "target = "+arg(q.Target))
+	}
+	if len(sessions) > 0 {
+		where = append(where, inSessions(sessions))
 	}
 	narrow := len(where) > 0
 	if !q.Since.IsZero() {
@@ -148,7 +162,8 @@ func Search(ctx context.Context, db *store.DB, q Query) (Result, error) {
 		if strings.Contains(host, ":") {
 			host = "[" + host + "]"
 		}
-		where = append(where, "(q.source = "+arg(q.Source)+" OR (q.source >= "+arg(host+":")+" AND q.source < "+arg(host+";")+"))")
+		source := "(source = " + arg(q.Source) + " OR (source >= " + arg(host+":") + " AND source < " + arg(host+";") + "))"
+		where = append(where, inSessions([]string{source}))
 	}
 	from, id := "queries q", "q.id"
 	switch {
@@ -165,16 +180,26 @@ func Search(ctx context.Context, db *store.DB, q Query) (Result, error) {
 			where = append(where, id+after+arg(q.After))
 		}
 	}
-	order := " ORDER BY " + id
+	desc := ""
 	if q.Desc {
-		order += " DESC"
+		desc = " DESC"
 	}
-	sqlText := "SELECT " + columns + " FROM " + from
+	// The page is cut from the IDs the filters select, and only its
+	// entries are read, with their query_sessions rows. When the indexes
+	// answer every filter, the rows the page leaves out are never read:
+	// a user's entries, say, are in queries_query_session a session at
+	// a time, and reading each to sort them by ID would go back and forth
+	// through the table once per session. One more than a page says
+	// whether there is a next one. (LEFT JOIN: an entry whose
+	// query_sessions row were missing would be listed with those columns
+	// blank, not dropped from the page.)
+	page := "SELECT " + id + " AS id FROM " + from
 	if len(where) > 0 {
-		sqlText += " WHERE " + strings.Join(where, " AND ")
+		page += " WHERE " + strings.Join(where, " AND ")
 	}
-	// One more than a page says whether there is a next one.
-	rows, err := db.QueryContext(ctx, sqlText+order+" LIMIT "+arg(q.Limit+1), args...)
+	page += " ORDER BY " + id + desc + " LIMIT " + arg(q.Limit+1)
+	rows, err := db.QueryContext(ctx, "SELECT "+columns+" FROM ("+page+") p CROSS JOIN queries q ON q.id = p.id"+
+		" LEFT JOIN query_sessions s ON s.id = q.query_session_id ORDER BY p.id"+desc, args...)
 	if err != nil {
 		return Result{}, fmt.Errorf("querylog: search: %w", err)
 	}
@@ -188,6 +213,12 @@ func Search(ctx context.Context, db *store.DB, q Query) (Result, error) {
 		res.Next = res.Entries[q.Limit-1].ID
 	}
 	return res, nil
+}
+
+// inSessions returns the filter selecting the entries whose query_sessions
+// row matches all of conds (on its columns, unqualified).
+func inSessions(conds []string) string {
+	return "q.query_session_id IN (SELECT id FROM query_sessions WHERE " + strings.Join(conds, " AND ") + ")"
 }
 
 // countUpTo returns how many rows of queries q match where, counting no
@@ -207,10 +238,13 @@ func (w *Writer) Search(ctx context.Context, q Query) (Result, error) {
 	return Search(ctx, w.db, q)
 }
 
-// columns are what scan reads, in its order.
-const columns = `q.id, q.session, q.seq, q.time, q.subject, q.target, q.login, q.database, q.source, q.protocol,
-	q.statement, q.params, q.duration_us, q.rows, q.tag, q.outcome, q.sqlstate, q.error, q.rule, q.masked`
+// columns are what scan reads of an entry's row of queries q and its row
+// of query_sessions s, in its order.
+const columns = `q.id, q.session, q.seq, q.time, COALESCE(s.subject, ''), COALESCE(s.target, ''),
+	COALESCE(s.login, ''), COALESCE(s.database, ''), COALESCE(s.source, ''), q.protocol, q.statement, q.params,
+	q.duration_us, q.rows, q.tag, q.outcome, q.sqlstate, q.error, q.rule, q.masked`
 
+// scan reads the entries of rows (columns) and closes it.
 func scan(rows *sql.Rows) ([]Stored, error) {
 	defer rows.Close()
 	var out []Stored

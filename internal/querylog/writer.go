@@ -107,6 +107,13 @@ type Writer struct {
 	// values of an INSERT, belong to the writer goroutine.
 	stmts *statements
 	args  []any
+	// sessions, ids and looked belong to the writer goroutine too: the
+	// query_sessions IDs of the sessions stored lately, those of the
+	// batch being committed (ids[i] is batch[i]'s), and those the commit
+	// had to look up (added to sessions once it has committed).
+	sessions sessionCache
+	ids      []int64
+	looked   map[sessionKey]int64
 
 	in chan item
 	// flushes counts the flush markers queued and not yet taken, and
@@ -170,6 +177,7 @@ func NewWriter(db *store.DB, opts WriterOptions) *Writer {
 	w := &Writer{db: db, now: opts.Now, failAfter: opts.FailAfter, interval: opts.CommitInterval, log: opts.Log,
 		in: make(chan item, opts.Queue), hurry: make(chan struct{}, 1), fullBatch: min(maxBatch, opts.Queue),
 		closing: make(chan struct{}), stopped: make(chan struct{}), failCh: make(chan struct{}),
+		sessions: sessionCache{limit: maxCachedSessions}, looked: map[sessionKey]int64{},
 		written: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_querylog_written_total",
 			Help: "Database statements stored in the statement log.",
