@@ -94,6 +94,37 @@ func TestPGGatewayPsql(t *testing.T) {
 	if strings.Contains(out, "alice@example.com") || !strings.Contains(out, "1|one|a*******@example.com") {
 		t.Errorf("e-mail not masked: %q", out)
 	}
+
+	// A column masked by name (the default "*token*") stays masked under
+	// another name: an alias, a subquery's, a CTE's, a join's.
+	f.pg.Psql(t, "\\c app\n"+"CREATE TABLE public.keys (id int primary key, api_token text, note text); ALTER TABLE public.keys OWNER TO app;"+
+		"INSERT INTO public.keys VALUES (1, 'tok-plain-1', 'first');")
+	aliases := []string{
+		"select id, api_token from keys",
+		"select id, api_token as t from keys",
+		`select id, "t" from (select id, api_token as "t" from keys) s`,
+		"with x as (select id, api_token as k from keys) select id, k as u from x",
+		"select k.id, k.api_token as v from keys k join items i on i.id = k.id",
+	}
+	out, errOut, code = f.psql(t, tok, strings.Join(aliases, ";\n")+";\nselect note as api_token_note from keys;\n")
+	if code != 0 {
+		t.Fatalf("psql exit %d: %s %s", code, out, errOut)
+	}
+	if strings.Contains(out, "tok-plain-1") || strings.Count(out, "1|********") != len(aliases) || !strings.Contains(out, "\n********") {
+		t.Errorf("aliased token column not masked:\n%s", out)
+	}
+
+	// A login that cannot read the catalog cannot be told which columns
+	// to mask: no session.
+	f.pg.Psql(t, "\\c app\nREVOKE SELECT ON pg_catalog.pg_attribute FROM PUBLIC;")
+	out, errOut, code = f.psql(t, tok, "select api_token as t from keys;\n")
+	f.pg.Psql(t, "\\c app\nGRANT SELECT ON pg_catalog.pg_attribute TO PUBLIC;")
+	if code == 0 || strings.Contains(out, "tok-plain-1") || !strings.Contains(errOut, "Vigil cannot read which columns of db1 to mask: permission denied") {
+		t.Errorf("login without the catalog: exit %d, out %q, err %q", code, out, errOut)
+	}
+	if a := f.s.must("", "audit", "search", "--type", "session.upstream_failed", "-o", "json"); !strings.Contains(a, `"catalog"`) {
+		t.Errorf("no session.upstream_failed for the catalog: %s", a)
+	}
 }
 
 // activeApp counts the database sessions of login app other than the
@@ -117,14 +148,22 @@ func (f *pgFixture) waitNoUpstream(t testing.TB) {
 
 func TestPGGatewayExtendedProtocolAndGuards(t *testing.T) {
 	f := newPGFixture(t, "")
-	f.pg.Psql(t, "\\c app\nCREATE TABLE public.t (id int primary key, v text, email text); ALTER TABLE public.t OWNER TO app;")
+	f.pg.Psql(t, "\\c app\nCREATE TABLE public.t (id int primary key, v text, email text); ALTER TABLE public.t OWNER TO app;"+
+		"CREATE TABLE public.k (api_token text); INSERT INTO public.k VALUES ('tok-plain-2'); ALTER TABLE public.k OWNER TO app;")
 	tok := f.token(t, "--grant", "db1:app:query")
 	ctx := context.Background()
 	c := f.connect(t, tok)
 
+	// A column masked by name, under an alias: "********" in text, NULL
+	// in binary (a fixed string would not be valid binary data).
+	rr := c.ExecParams(ctx, "select api_token as a, api_token as b from k where $1", [][]byte{[]byte("t")}, nil, nil, []int16{0, 1}).Read()
+	if rr.Err != nil || len(rr.Rows) != 1 || string(rr.Rows[0][0]) != "********" || rr.Rows[0][1] != nil {
+		t.Fatalf("aliased token column through the extended protocol: %v %q", rr.Err, rr.Rows)
+	}
+
 	// Extended protocol: parameters, binary results, a prepared statement
 	// run several times.
-	rr := c.ExecParams(ctx, "insert into t values ($1, $2, $3)", [][]byte{[]byte("1"), []byte("one"), []byte("carol@example.com")}, nil, nil, nil).Read()
+	rr = c.ExecParams(ctx, "insert into t values ($1, $2, $3)", [][]byte{[]byte("1"), []byte("one"), []byte("carol@example.com")}, nil, nil, nil).Read()
 	if rr.Err != nil || rr.CommandTag.String() != "INSERT 0 1" {
 		t.Fatalf("insert: %v %q", rr.Err, rr.CommandTag)
 	}

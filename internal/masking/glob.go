@@ -80,3 +80,48 @@ func (c *columnPattern) matchStars(name string) bool {
 	}
 	return true
 }
+
+// likePattern returns a LIKE pattern (escape character '!') matching at
+// least the names the lower-cased, valid path.Match pattern glob matches:
+// exactly those for a glob of literals and '*', more for one with '?' or
+// a bracket expression (each becomes '_', any one character).
+func likePattern(glob string) string {
+	var b strings.Builder
+	for i := 0; i < len(glob); i++ {
+		switch c := glob[i]; c {
+		case '*':
+			b.WriteByte('%')
+		case '?':
+			b.WriteByte('_')
+		case '[':
+			// A bracket expression runs to the first ']' not escaped
+			// (path.Match takes no ']' unescaped inside); Validate has
+			// checked it is closed.
+			j := i + 1
+			for ; j < len(glob) && glob[j] != ']'; j++ {
+				if glob[j] == '\\' {
+					j++
+				}
+			}
+			i = j
+			b.WriteByte('_')
+		case '\\':
+			if i+1 < len(glob) {
+				i++
+			}
+			writeLikeLiteral(&b, glob[i])
+		default:
+			writeLikeLiteral(&b, c)
+		}
+	}
+	return b.String()
+}
+
+// writeLikeLiteral writes c to b as a literal of a LIKE pattern whose
+// escape character is '!'.
+func writeLikeLiteral(b *strings.Builder, c byte) {
+	if c == '%' || c == '_' || c == '!' {
+		b.WriteByte('!')
+	}
+	b.WriteByte(c)
+}

@@ -2,6 +2,8 @@ package masking
 
 import (
 	"path"
+	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -52,5 +54,69 @@ func TestColumnPattern(t *testing.T) {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// likeMatch is SQL's `name LIKE pattern ESCAPE '!'`, for the tests.
+func likeMatch(t *testing.T, pattern, name string) bool {
+	t.Helper()
+	var re strings.Builder
+	re.WriteString(`(?s)^`)
+	for i := 0; i < len(pattern); i++ {
+		switch c := pattern[i]; c {
+		case '%':
+			re.WriteString(`.*`)
+		case '_':
+			re.WriteString(`.`)
+		case '!':
+			if i+1 == len(pattern) {
+				t.Fatalf("LIKE pattern %q ends with its escape character", pattern)
+			}
+			i++
+			re.WriteString(regexp.QuoteMeta(pattern[i : i+1]))
+		default:
+			re.WriteString(regexp.QuoteMeta(string(c)))
+		}
+	}
+	return regexp.MustCompile(re.String() + `$`).MatchString(name)
+}
+
+func TestLikePattern(t *testing.T) {
+	tests := []struct {
+		glob, want string
+	}{
+		{"*password*", "%password%"},
+		{"ssn", "ssn"},
+		{"*_ssn", "%!_ssn"},
+		{"card_no%", "card!_no!%"},
+		{"a!b", "a!!b"},
+		{"card_[0-9]", "card!__"},
+		{"card_[^0-9]x", "card!__x"},
+		{`[\]]x`, "_x"},
+		{"?ard_no", "_ard!_no"},
+		{`x\*y`, "x*y"},
+		{`x\?y\_`, "x?y!_"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.glob, func(t *testing.T) {
+			if err := (Config{Columns: []string{tc.glob}}).Validate(); err != nil {
+				t.Fatal(err)
+			}
+			if got := likePattern(tc.glob); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+	// Whatever a pattern matches, its LIKE pattern matches too.
+	globs := []string{"*password*", "*_ssn", "card_[0-9]", "card_[^0-9]x", `[\]]x`, "?ard_no", `x\*y`, "a!b%c_d", "*card_no*", "[a-c]*[!]"}
+	names := []string{"password", "old_password", "customer_ssn", "card_1", "card_zx", "]x", "card_no", "x*y", "a!b%c_d", "my_card_no", "b!", "c]"}
+	for _, g := range globs {
+		m := mustNew(t, Config{Columns: []string{g}})
+		like := m.LikePatterns()[0]
+		for _, n := range names {
+			if m.MatchColumn(n) && !likeMatch(t, like, n) {
+				t.Errorf("%q matches %q but its LIKE pattern %q does not", g, n, like)
+			}
+		}
 	}
 }

@@ -91,11 +91,25 @@ var columnStars = [8]byte{'*', '*', '*', '*', '*', '*', '*', '*'}
 // A result with nothing to mask, such as pgbench's one integer column,
 // gets a shared inactive Plan without allocating.
 func (m *Masker) Plan(names []string, oids []uint32, formats []int16) *Plan {
+	return m.PlanSources(names, nil, oids, formats)
+}
+
+// PlanSources is Plan for a result whose columns may come from table
+// columns of another name: sources[i], if there is one and it is not
+// empty, is the name of the table column that result column i reads
+// (`SELECT api_token AS t FROM users` gives names ["t"] and sources
+// ["api_token"]). A column is masked whole if its name or its source
+// matches a Config.Columns pattern; it is counted under the name that
+// matched.
+func (m *Masker) PlanSources(names, sources []string, oids []uint32, formats []int16) *Plan {
 	if !m.Enabled() {
 		return inactive
 	}
 	var p *Plan
 	for i, name := range names {
+		if i < len(sources) && sources[i] != "" && !m.matchColumn(name) && m.matchColumn(sources[i]) {
+			name = sources[i]
+		}
 		act, key := m.columnAction(name, i, oids, formats)
 		if act == actNone {
 			continue
@@ -145,6 +159,34 @@ func formatOf(formats []int16, i int) int16 {
 		return formats[i]
 	}
 	return 1
+}
+
+// MasksColumns reports whether m masks any column by name: whether
+// MatchColumn can ever be true.
+func (m *Masker) MasksColumns() bool {
+	return m != nil && len(m.columns) > 0
+}
+
+// MatchColumn reports whether a column named name is masked whole.
+func (m *Masker) MatchColumn(name string) bool {
+	return m != nil && m.matchColumn(name)
+}
+
+// LikePatterns returns SQL LIKE patterns, escaped with '!' (`LIKE p
+// ESCAPE '!'`), that between them match, case-sensitively, at least every
+// lower-cased name MatchColumn matches: a database can be asked for the
+// columns worth checking with MatchColumn. A '*' becomes '%'; a '?' or a
+// bracket expression, which matches one character, becomes '_', so a
+// pattern with one matches more names than it does.
+func (m *Masker) LikePatterns() []string {
+	if m == nil {
+		return nil
+	}
+	out := make([]string, 0, len(m.columns))
+	for _, c := range m.columns {
+		out = append(out, likePattern(c.glob))
+	}
+	return out
 }
 
 // matchColumn reports whether name matches a column pattern.

@@ -22,9 +22,10 @@
 // masked whole get a new slice.
 //
 // Masking is a safety net for honest mistakes, not access control: column
-// rules look at result column names, which a user chooses with AS, and
-// the detectors recognise the usual spellings of each kind of number,
-// not every way to encode one.
+// rules look at result column names, which a user chooses with AS, and at
+// the table columns the gateway says they read (Masker.PlanSources), which
+// a computed value has none of; the detectors recognise the usual
+// spellings of each kind of number, not every way to encode one.
 package masking
 
 import (

@@ -2,6 +2,7 @@ package masking
 
 import (
 	"bytes"
+	"maps"
 	"testing"
 )
 
@@ -127,15 +128,7 @@ func TestPlanFormats(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			values := [][]byte{[]byte("a"), []byte("b"), []byte("c")}
 			m.Plan(names, oids, tc.formats).Row(values, nil)
-			for i, v := range values {
-				got := string(v)
-				if v == nil {
-					got = "NULL"
-				}
-				if got != tc.want[i] {
-					t.Errorf("column %d: got %q, want %q", i, got, tc.want[i])
-				}
-			}
+			checkValues(t, values, tc.want)
 		})
 	}
 }
@@ -266,4 +259,49 @@ func TestRowAllocations(t *testing.T) {
 			t.Errorf("got %v allocations per Plan, want 0", got)
 		}
 	})
+}
+
+func TestPlanSources(t *testing.T) {
+	m := mustNew(t, Config{Columns: []string{"*token*", "ssn"}})
+	tests := []struct {
+		name    string
+		names   []string
+		sources []string
+		want    []string // "NULL" for nil
+		counts  map[string]int
+	}{
+		{"alias of a masked column", []string{"t", "n"}, []string{"api_token", "name"}, []string{"********", "b"},
+			map[string]int{ColumnCountPrefix + "api_token": 1}},
+		{"masked name, any source", []string{"ssn", "n"}, []string{"x", ""}, []string{"********", "b"},
+			map[string]int{ColumnCountPrefix + "ssn": 1}},
+		{"no sources", []string{"t", "n"}, nil, []string{"a", "b"}, map[string]int{}},
+		{"fewer sources than columns", []string{"n", "ssn"}, []string{"name"}, []string{"a", "********"},
+			map[string]int{ColumnCountPrefix + "ssn": 1}},
+		{"computed column", []string{"t", "n"}, []string{"", "name"}, []string{"a", "b"}, map[string]int{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			values := [][]byte{[]byte("a"), []byte("b")}
+			counts := map[string]int{}
+			m.PlanSources(tc.names, tc.sources, []uint32{oidText, oidText}, nil).Row(values, counts)
+			checkValues(t, values, tc.want)
+			if !maps.Equal(counts, tc.counts) {
+				t.Errorf("counts: got %v, want %v", counts, tc.counts)
+			}
+		})
+	}
+}
+
+// checkValues fails t unless values are want, "NULL" standing for nil.
+func checkValues(t *testing.T, values [][]byte, want []string) {
+	t.Helper()
+	for i, v := range values {
+		got := string(v)
+		if v == nil {
+			got = "NULL"
+		}
+		if got != want[i] {
+			t.Errorf("column %d: got %q, want %q", i, got, want[i])
+		}
+	}
 }

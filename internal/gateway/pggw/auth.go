@@ -27,6 +27,10 @@ type authInfo struct {
 	source   netip.Addr
 	// up is the upstream connection, logged in and hijacked.
 	up *pgconn.HijackedConn
+	// masked are the database's columns masked by name, by their
+	// sources in a RowDescription (maskedColumns); nil if masking has no
+	// column patterns.
+	masked map[columnSource]string
 }
 
 // login asks for the password (the token), checks it, the grant, the

@@ -744,7 +744,7 @@ func (c *conn) describe(rd *pgproto3.RowDescription) *rowDesc {
 		d.names[i], d.oids[i], d.fmts[i] = string(f.Name), f.DataTypeOID, f.Format
 	}
 	if c.s.cfg.Masking.Enabled() {
-		d.plan = c.s.cfg.Masking.Plan(d.names, d.oids, d.fmts)
+		d.plan = c.s.cfg.Masking.PlanSources(d.names, c.sources(rd), d.oids, d.fmts)
 	}
 	return d
 }

@@ -107,8 +107,9 @@ func authPolicy(tc *tls.Config) (requireAuth, channelBinding string) {
 }
 
 // connectUpstream logs in to the target as the grant's login with the
-// vault's credential and hijacks the connection. A read-only session
-// starts with default_transaction_read_only on.
+// vault's credential, reads which columns are masked by name (into
+// info.masked) and hijacks the connection. A read-only session starts
+// with default_transaction_read_only on.
 func (s *Server) connectUpstream(ctx context.Context, info *authInfo, params map[string]string) (*pgconn.HijackedConn, error) {
 	t := info.target
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
@@ -179,6 +180,17 @@ func (s *Server) connectUpstream(ctx context.Context, info *authInfo, params map
 	if err := pc.SyncConn(ctx); err != nil {
 		pc.Close(context.Background())
 		return fail("connect", "the connection to "+t.Name+" failed", "", scrub(err, cred.Password))
+	}
+	if s.cfg.Masking.MasksColumns() {
+		if info.masked, err = maskedColumns(ctx, pc, s.cfg.Masking); err != nil {
+			pc.Close(context.Background())
+			msg := "Vigil cannot read which columns of " + t.Name + " to mask"
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) {
+				msg += ": " + pe.Message
+			}
+			return fail("catalog", msg, "", scrub(err, cred.Password))
+		}
 	}
 	hj, err := pc.Hijack()
 	if err != nil {
