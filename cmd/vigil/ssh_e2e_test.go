@@ -384,6 +384,7 @@ func TestSSHGatewayDenials(t *testing.T) {
 	s.must("", "token", "revoke", jti(t, s, revoked))
 	elsewhere := f.token(t, "--grant", "web1:root:exec", "--src", "10.0.0.0/8")
 	short := f.token(t, "--grant", "web1:root:exec", "--ttl", "1s")
+	twoLogins := f.token(t, "--grant", "web1:root:exec", "--grant", "web1:admin:exec")
 	time.Sleep(1500 * time.Millisecond) // let the 1 s token expire (no skew allowed)
 	tests := []struct{ name, tok, user, reason string }{
 		{"garbage token", "not-a-token", "root@web1", "token_malformed"},
@@ -393,6 +394,7 @@ func TestSSHGatewayDenials(t *testing.T) {
 		{"no grant for target", good, "root@web3", "no_grant"},
 		{"wrong login", good, "admin@web1", "no_grant"},
 		{"unknown target", good, "root@ghost", "unknown_target"},
+		{"several logins, none named", twoLogins, "web1", "ambiguous_login"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -410,6 +412,17 @@ func TestSSHGatewayDenials(t *testing.T) {
 		if !strings.Contains(auths, `"reason": "`+tc.reason+`"`) {
 			t.Errorf("no ssh.auth denial with reason %s", tc.reason)
 		}
+	}
+
+	// Two grants for the same login add up (roles can each grant some
+	// actions): the login need not be named, and each grant's actions
+	// are allowed.
+	both := f.token(t, "--grant", "web1:root:exec", "--grant", "web1:root:sftp")
+	if out, errOut, code := run(t, s.sshCmd(both, "ssh", "web1@127.0.0.1", "id -un"), ""); out != "root\n" || code != 0 {
+		t.Errorf("exec with two grants for root@web1: code %d, out %q, err %q", code, out, errOut)
+	}
+	if out, errOut, code := run(t, s.sshCmd(both, "sftp", "root@web1@127.0.0.1"), "pwd\n"); code != 0 || !strings.Contains(out, "/root") {
+		t.Errorf("sftp with two grants for root@web1: code %d, out %q, err %q", code, out, errOut)
 	}
 
 	// Target-side failures reach the user as a clear message.

@@ -90,6 +90,29 @@ func QueryAccess(grants []Grant, target, login string) (allowed, readOnly bool) 
 	return allowed, allowed && readOnly
 }
 
+// Combined returns the one grant that grants give on target as login:
+// every action any of them allows there (several roles can each grant
+// some), with ActionReadOnly only when QueryAccess says the query action
+// is read-only. Its Actions are nil when none of grants is for target and
+// login.
+func Combined(grants []Grant, target, login string) Grant {
+	out := Grant{Target: target, Login: login}
+	for _, g := range grants {
+		if g.Target != target || g.Login != login {
+			continue
+		}
+		for _, a := range g.Actions {
+			if a != ActionReadOnly && !slices.Contains(out.Actions, a) {
+				out.Actions = append(out.Actions, a)
+			}
+		}
+	}
+	if _, readOnly := QueryAccess(grants, target, login); readOnly {
+		out.Actions = append(out.Actions, ActionReadOnly)
+	}
+	return out
+}
+
 // Claims are the claims of a Vigil token. Tokens of external issuers are
 // decoded into the same struct; their grants come from Vigil's stored role
 // grants, never from the token.

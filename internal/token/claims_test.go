@@ -1,6 +1,9 @@
 package token
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 // TestQueryAccess checks that read-only restricts the query action only
 // when every grant allowing it carries read-only, and is no action itself.
@@ -43,5 +46,33 @@ func TestGrantAllowsReadOnly(t *testing.T) {
 	}
 	if !g.Allows("db1", "app", ActionQuery) || !g.ReadOnly() {
 		t.Fatalf("got Allows(query) %v ReadOnly %v, want true true", g.Allows("db1", "app", ActionQuery), g.ReadOnly())
+	}
+}
+
+func TestCombined(t *testing.T) {
+	g := func(target, login string, actions ...string) Grant {
+		return Grant{Target: target, Login: login, Actions: actions}
+	}
+	tests := []struct {
+		name   string
+		grants []Grant
+		want   []string
+	}{
+		{"none", []Grant{g("db2", "app", ActionQuery), g("web1", "admin", ActionShell)}, nil},
+		{"one", []Grant{g("web1", "root", ActionExec, ActionShell)}, []string{ActionExec, ActionShell}},
+		{"two add up", []Grant{g("web1", "root", ActionExec), g("web1", "admin", ActionSFTP), g("web1", "root", ActionSFTP, ActionExec)},
+			[]string{ActionExec, ActionSFTP}},
+		{"read-only when every query grant is", []Grant{g("web1", "root", ActionQuery, ActionReadOnly), g("web1", "root", ActionExec)},
+			[]string{ActionQuery, ActionExec, ActionReadOnly}},
+		{"read-only lifted by another grant", []Grant{g("web1", "root", ActionQuery, ActionReadOnly), g("web1", "root", ActionQuery)},
+			[]string{ActionQuery}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Combined(tc.grants, "web1", "root")
+			if got.Target != "web1" || got.Login != "root" || !slices.Equal(got.Actions, tc.want) {
+				t.Errorf("got %+v, want actions %v", got, tc.want)
+			}
+		})
 	}
 }

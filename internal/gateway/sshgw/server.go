@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -269,19 +270,21 @@ func (s *Server) authenticate(md ssh.ConnMetadata, raw string) (*ssh.Permissions
 	if err != nil {
 		return deny("grants_unavailable", err.Error(), id)
 	}
-	var mine []token.Grant
+	// The logins granted on the target; several grants for the same one
+	// (from several roles, say) add up.
+	var logins []string
 	for _, g := range grants {
-		if g.Target == targetName && (login == "" || g.Login == login) {
-			mine = append(mine, g)
+		if g.Target == targetName && (login == "" || g.Login == login) && !slices.Contains(logins, g.Login) {
+			logins = append(logins, g.Login)
 		}
 	}
 	switch {
-	case len(mine) == 0:
+	case len(logins) == 0:
 		return deny("no_grant", fmt.Sprintf("no grant for %s@%s", login, targetName), id)
-	case login == "" && len(mine) > 1:
+	case len(logins) > 1:
 		return deny("ambiguous_login", "the token grants several logins; use LOGIN@TARGET", id)
 	}
-	g := mine[0]
+	g := token.Combined(grants, targetName, logins[0])
 	t, err := s.cfg.Vault.Get(ctx, targetName)
 	if errors.Is(err, vault.ErrNotFound) || (err == nil && t.Kind != vault.KindSSH) {
 		return deny("unknown_target", "", id)
