@@ -81,7 +81,8 @@ func (c *columnPattern) matchStars(name string) bool {
 	return true
 }
 
-// likePattern returns a LIKE pattern (escape character '!') matching at
+// likePattern returns a LIKE pattern (escape character '\\', LIKE's
+// default) matching at
 // least the names the lower-cased, valid path.Match pattern glob matches:
 // exactly those for a glob of literals and '*', more for one with '?' or
 // a bracket expression (each becomes '_', any one character).
@@ -118,10 +119,10 @@ func likePattern(glob string) string {
 }
 
 // writeLikeLiteral writes c to b as a literal of a LIKE pattern whose
-// escape character is '!'.
+// escape character is '\\'.
 func writeLikeLiteral(b *strings.Builder, c byte) {
-	if c == '%' || c == '_' || c == '!' {
-		b.WriteByte('!')
+	if c == '%' || c == '_' || c == '\\' {
+		b.WriteByte('\\')
 	}
 	b.WriteByte(c)
 }

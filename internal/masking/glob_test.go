@@ -57,7 +57,7 @@ func TestColumnPattern(t *testing.T) {
 	}
 }
 
-// likeMatch is SQL's `name LIKE pattern ESCAPE '!'`, for the tests.
+// likeMatch is SQL's `name LIKE pattern` (escape '\\'), for the tests.
 func likeMatch(t *testing.T, pattern, name string) bool {
 	t.Helper()
 	var re strings.Builder
@@ -68,7 +68,7 @@ func likeMatch(t *testing.T, pattern, name string) bool {
 			re.WriteString(`.*`)
 		case '_':
 			re.WriteString(`.`)
-		case '!':
+		case '\\':
 			if i+1 == len(pattern) {
 				t.Fatalf("LIKE pattern %q ends with its escape character", pattern)
 			}
@@ -87,15 +87,16 @@ func TestLikePattern(t *testing.T) {
 	}{
 		{"*password*", "%password%"},
 		{"ssn", "ssn"},
-		{"*_ssn", "%!_ssn"},
-		{"card_no%", "card!_no!%"},
-		{"a!b", "a!!b"},
-		{"card_[0-9]", "card!__"},
-		{"card_[^0-9]x", "card!__x"},
+		{"*_ssn", `%\_ssn`},
+		{"card_no%", `card\_no\%`},
+		{"a!b", "a!b"},
+		{"card_[0-9]", `card\__`},
+		{"card_[^0-9]x", `card\__x`},
 		{`[\]]x`, "_x"},
-		{"?ard_no", "_ard!_no"},
+		{"?ard_no", `_ard\_no`},
 		{`x\*y`, "x*y"},
-		{`x\?y\_`, "x?y!_"},
+		{`x\?y\_`, `x?y\_`},
+		{`x\\y`, `x\\y`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.glob, func(t *testing.T) {
@@ -108,8 +109,8 @@ func TestLikePattern(t *testing.T) {
 		})
 	}
 	// Whatever a pattern matches, its LIKE pattern matches too.
-	globs := []string{"*password*", "*_ssn", "card_[0-9]", "card_[^0-9]x", `[\]]x`, "?ard_no", `x\*y`, "a!b%c_d", "*card_no*", "[a-c]*[!]"}
-	names := []string{"password", "old_password", "customer_ssn", "card_1", "card_zx", "]x", "card_no", "x*y", "a!b%c_d", "my_card_no", "b!", "c]"}
+	globs := []string{"*password*", "*_ssn", "card_[0-9]", "card_[^0-9]x", `[\]]x`, "?ard_no", `x\*y`, "a!b%c_d", "*card_no*", "[a-c]*[!]", `x\\y%`}
+	names := []string{"password", "old_password", "customer_ssn", "card_1", "card_zx", "]x", "card_no", "x*y", "a!b%c_d", "my_card_no", "b!", "c]", `x\y%`}
 	for _, g := range globs {
 		m := mustNew(t, Config{Columns: []string{g}})
 		like := m.LikePatterns()[0]

@@ -172,8 +172,9 @@ func (m *Masker) MatchColumn(name string) bool {
 	return m != nil && m.matchColumn(name)
 }
 
-// LikePatterns returns SQL LIKE patterns, escaped with '!' (`LIKE p
-// ESCAPE '!'`), that between them match, case-sensitively, at least every
+// LikePatterns returns SQL LIKE patterns, escaped with '\\' (LIKE's
+// default, and the only escape of `LIKE ANY (...)`), that between them
+// match, case-sensitively, at least every
 // lower-cased name MatchColumn matches: a database can be asked for the
 // columns worth checking with MatchColumn. A '*' becomes '%'; a '?' or a
 // bracket expression, which matches one character, becomes '_', so a

@@ -36,16 +36,17 @@ func maskedColumns(ctx context.Context, pc *pgconn.PgConn, m *masking.Masker) (m
 	var b strings.Builder
 	b.WriteString(`SELECT a.attrelid, a.attnum, a.attname FROM pg_catalog.pg_attribute a
 	JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-	WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND (`)
+	WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+	AND lower(a.attname::text) LIKE ANY (ARRAY[`)
 	params := make([][]byte, len(likes))
 	for i, l := range likes {
 		if i > 0 {
-			b.WriteString(" OR ")
+			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "lower(a.attname::text) LIKE $%d ESCAPE '!'", i+1)
+		fmt.Fprintf(&b, "$%d::text", i+1)
 		params[i] = []byte(l)
 	}
-	fmt.Fprintf(&b, ") LIMIT %d", maxMaskedColumns+1)
+	fmt.Fprintf(&b, "]) LIMIT %d", maxMaskedColumns+1)
 	rr := pc.ExecParams(ctx, b.String(), params, nil, nil, nil)
 	out := map[columnSource]string{}
 	var bad error
