@@ -61,6 +61,13 @@ type channel struct {
 	startedC    chan struct{}
 	startedOnce sync.Once
 
+	// eofMu orders what Vigil writes to the client's stderr outside the
+	// relay (notices, refusals) with the EOF sent to the client:
+	// x/crypto/ssh does not guard a channel's EOF flag, so a Write racing
+	// CloseWrite is a data race. eofSent is set once the EOF is sent.
+	eofMu   sync.Mutex
+	eofSent bool
+
 	// toldPause is the pause (conn.pauses) the user was last told that
 	// input is discarded.
 	toldPause atomic.Int64
@@ -121,7 +128,7 @@ func (c *conn) handleSession(nc ssh.NewChannel) {
 	go func() {
 		// The target's EOF reaches the client after all its output.
 		out.Wait()
-		client.CloseWrite()
+		ch.closeClientWrite()
 	}()
 	go func() {
 		// The client may send data right after its exec or shell
@@ -414,9 +421,9 @@ func (ch *channel) allowed(action, what string, r *ssh.Request) bool {
 	if r.WantReply {
 		r.Reply(true, nil)
 	}
-	ch.client.Stderr().Write([]byte(fmt.Sprintf("[vigil] %s is not granted on %s as %s\r\n", action, c.info.target.Name, c.info.login)))
+	ch.tell(fmt.Sprintf("[vigil] %s is not granted on %s as %s\r\n", action, c.info.target.Name, c.info.login))
 	ch.client.SendRequest("exit-status", false, exitStatus(1))
-	ch.client.CloseWrite()
+	ch.closeClientWrite()
 	ch.up.Close()
 	return false
 }
@@ -600,4 +607,26 @@ func envAllowed(allow []string, name string) bool {
 		}
 	}
 	return false
+}
+
+// tell writes msg to the client's stderr, unless the client has been
+// sent EOF.
+func (ch *channel) tell(msg string) error {
+	ch.eofMu.Lock()
+	defer ch.eofMu.Unlock()
+	if ch.eofSent {
+		return io.EOF
+	}
+	_, err := ch.client.Stderr().Write([]byte(msg))
+	return err
+}
+
+// closeClientWrite sends the client EOF, once.
+func (ch *channel) closeClientWrite() {
+	ch.eofMu.Lock()
+	defer ch.eofMu.Unlock()
+	if !ch.eofSent {
+		ch.eofSent = true
+		ch.client.CloseWrite()
+	}
 }

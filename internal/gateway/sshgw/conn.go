@@ -419,10 +419,7 @@ func (c *conn) notifyChannels(msg string, chans []*channel) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			withTimeout(notifyTimeout, func() error {
-				_, err := ch.client.Stderr().Write([]byte("\r\n[vigil] " + msg + "\r\n"))
-				return err
-			})
+			withTimeout(notifyTimeout, func() error { return ch.tell("\r\n[vigil] " + msg + "\r\n") })
 		}()
 	}
 	wg.Wait()

@@ -74,9 +74,9 @@ func (ch *channel) checkCommand(cmd string, r interface{ Reply(bool, []byte) err
 		if wantReply {
 			r.Reply(true, nil)
 		}
-		ch.client.Stderr().Write([]byte("[vigil] " + ruleMessage(top, "command blocked") + "\r\n"))
+		ch.tell("[vigil] " + ruleMessage(top, "command blocked") + "\r\n")
 		ch.client.SendRequest("exit-status", false, exitStatus(1))
-		ch.client.CloseWrite()
+		ch.closeClientWrite()
 		ch.up.Close()
 		return false
 	case rules.ActionPause:
