@@ -82,10 +82,10 @@ func (c *columnPattern) matchStars(name string) bool {
 }
 
 // likePattern returns a LIKE pattern (escape character '\\', LIKE's
-// default) matching at
-// least the names the lower-cased, valid path.Match pattern glob matches:
-// exactly those for a glob of literals and '*', more for one with '?' or
-// a bracket expression (each becomes '_', any one character).
+// default) matching at least the names the lower-cased, valid path.Match
+// pattern glob matches: exactly those for a glob of literals and '*',
+// more for one with '?' or a bracket expression (each becomes '_', any
+// one character).
 func likePattern(glob string) string {
 	var b strings.Builder
 	for i := 0; i < len(glob); i++ {
