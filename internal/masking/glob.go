@@ -3,6 +3,7 @@ package masking
 import (
 	"path"
 	"strings"
+	"unicode/utf8"
 )
 
 // columnPattern is one Config.Columns entry, lower-cased. Patterns whose
@@ -82,19 +83,29 @@ func (c *columnPattern) matchStars(name string) bool {
 }
 
 // likePattern returns a LIKE pattern (escape character '\\', LIKE's
-// default) matching at least the names the lower-cased, valid path.Match
-// pattern glob matches: exactly those for a glob of literals and '*',
-// more for one with '?' or a bracket expression (each becomes '_', any
-// one character).
+// default) that the database's lower-cased form of a name matches at least
+// whenever the valid path.Match pattern glob (lower-cased) matches Go's
+// lower-cased form of it, in whichever locale and server encoding.
+// Literal ASCII characters stay, but 'i', 'j' and 'k' match any run of at
+// least one character: a Turkish locale lower-cases 'I' to a dotless 'ı';
+// Go lower-cases U+0130 to 'i' and the Kelvin sign to 'k', which a
+// database may leave alone or, with full case mapping (ICU), turn into two
+// characters ('i' and a combining dot; Lithuanian rules do the same to 'I'
+// and 'J' before an accent). A non-ASCII character, which either side may fold differently,
+// matches any run of characters; so do '?' and a bracket expression, but
+// at least one (one character may be several bytes); '*' matches any run.
 func likePattern(glob string) string {
 	var b strings.Builder
 	for i := 0; i < len(glob); i++ {
-		switch c := glob[i]; c {
-		case '*':
+		c := glob[i]
+		switch {
+		case c == '*':
 			b.WriteByte('%')
-		case '?':
-			b.WriteByte('_')
-		case '[':
+			continue
+		case c == '?':
+			b.WriteString("_%")
+			continue
+		case c == '[':
 			// A bracket expression runs to the first ']' not escaped
 			// (path.Match takes no ']' unescaped inside); Validate has
 			// checked it is closed.
@@ -105,24 +116,28 @@ func likePattern(glob string) string {
 				}
 			}
 			i = j
-			b.WriteByte('_')
-		case '\\':
-			if i+1 < len(glob) {
+			b.WriteString("_%")
+			continue
+		case c == '\\' && i+1 < len(glob):
+			i++
+			c = glob[i]
+		}
+		switch {
+		case c >= utf8.RuneSelf:
+			// The rest of this character's bytes, if any, belong to the
+			// same run.
+			for i+1 < len(glob) && !utf8.RuneStart(glob[i+1]) {
 				i++
 			}
-			writeLikeLiteral(&b, glob[i])
+			b.WriteByte('%')
+		case c == 'i' || c == 'j' || c == 'k':
+			b.WriteString("_%")
+		case c == '%' || c == '_' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
 		default:
-			writeLikeLiteral(&b, c)
+			b.WriteByte(c)
 		}
 	}
 	return b.String()
-}
-
-// writeLikeLiteral writes c to b as a literal of a LIKE pattern whose
-// escape character is '\\'.
-func writeLikeLiteral(b *strings.Builder, c byte) {
-	if c == '%' || c == '_' || c == '\\' {
-		b.WriteByte('\\')
-	}
-	b.WriteByte(c)
 }

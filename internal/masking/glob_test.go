@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 func TestStarsOnlyAgreesWithPathMatch(t *testing.T) {
@@ -75,48 +76,72 @@ func likeMatch(t *testing.T, pattern, name string) bool {
 			i++
 			re.WriteString(regexp.QuoteMeta(pattern[i : i+1]))
 		default:
-			re.WriteString(regexp.QuoteMeta(string(c)))
+			re.WriteString(regexp.QuoteMeta(pattern[i : i+1]))
 		}
 	}
 	return regexp.MustCompile(re.String() + `$`).MatchString(name)
 }
 
-func TestLikePattern(t *testing.T) {
+func TestLikePatterns(t *testing.T) {
 	tests := []struct {
 		glob, want string
 	}{
 		{"*password*", "%password%"},
 		{"ssn", "ssn"},
 		{"*_ssn", `%\_ssn`},
+		{"*token*", "%to_%en%"},
+		{"*api_key*", `%ap_%\__%ey%`},
 		{"card_no%", `card\_no\%`},
-		{"a!b", "a!b"},
-		{"card_[0-9]", `card\__`},
-		{"card_[^0-9]x", `card\__x`},
-		{`[\]]x`, "_x"},
-		{"?ard_no", `_ard\_no`},
+		{"card_[0-9]", `card\__%`},
+		{`[\]]x`, "_%x"},
+		{"?ard_no", `_%ard\_no`},
 		{`x\*y`, "x*y"},
-		{`x\?y\_`, `x?y\_`},
 		{`x\\y`, `x\\y`},
+		{"*schlüssel*", "%schl%ssel%"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.glob, func(t *testing.T) {
-			if err := (Config{Columns: []string{tc.glob}}).Validate(); err != nil {
-				t.Fatal(err)
-			}
-			if got := likePattern(tc.glob); got != tc.want {
+			m := mustNew(t, Config{Columns: []string{tc.glob}})
+			if got := m.LikePatterns(); len(got) != 1 || got[0] != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})
 	}
-	// Whatever a pattern matches, its LIKE pattern matches too.
-	globs := []string{"*password*", "*_ssn", "card_[0-9]", "card_[^0-9]x", `[\]]x`, "?ard_no", `x\*y`, "a!b%c_d", "*card_no*", "[a-c]*[!]", `x\\y%`}
-	names := []string{"password", "old_password", "customer_ssn", "card_1", "card_zx", "]x", "card_no", "x*y", "a!b%c_d", "my_card_no", "b!", "c]", `x\y%`}
+	if got := (&Masker{}).LikePatterns(); got != nil {
+		t.Errorf("no column patterns: got %q", got)
+	}
+	// Whatever a pattern matches, its LIKE pattern matches the name as a
+	// database may lower-case it: ASCII capitals only (C locale), with a
+	// dotless i (Turkish), or with full case mapping (ICU: U+0130 becomes
+	// i and a combining dot).
+	lowers := map[string]func(string) string{
+		"C": func(n string) string {
+			return strings.Map(func(r rune) rune {
+				if 'A' <= r && r <= 'Z' {
+					return r + 'a' - 'A'
+				}
+				return r
+			}, n)
+		},
+		"Turkish": func(n string) string { return strings.ToLowerSpecial(unicode.TurkishCase, n) },
+		"ICU":     func(n string) string { return strings.ReplaceAll(strings.ToLower(n), "i", "i\u0307") },
+	}
+	globs := []string{"*password*", "*_ssn", "card_[0-9]", "card_[^0-9]x", `[\]]x`, "?ard_no", `x\*y`, "a!b%c_d",
+		"*card_no*", "[a-c]*[!]", `x\\y%`, "*schlüssel*", "*token*", "*api_key*", "ssn", "a.b", "api", "é?"}
+	names := []string{"password", "OLD_PASSWORD", "customer_ssn", "CUSTOMER_SSN", "card_1", "card_zx", "]x", "card_no",
+		"x*y", "a!b%c_d", "my_card_no", "b!", "c]", `x\y%`, "API_SCHLÜSSEL", "api_schlüssel", "api_to\u212aen",
+		"API_KEY", "AP\u0130", "ssn", "SSN", "a.b", "éz", "ÉZ", "api_token\nx", "a/b_ssn", "ÉZZ"}
 	for _, g := range globs {
 		m := mustNew(t, Config{Columns: []string{g}})
 		like := m.LikePatterns()[0]
 		for _, n := range names {
-			if m.MatchColumn(n) && !likeMatch(t, like, n) {
-				t.Errorf("%q matches %q but its LIKE pattern %q does not", g, n, like)
+			if !m.MatchColumn(n) {
+				continue
+			}
+			for locale, lower := range lowers {
+				if !likeMatch(t, like, lower(n)) {
+					t.Errorf("%q matches %q but its LIKE pattern %q does not match %q (%s)", g, n, like, lower(n), locale)
+				}
 			}
 		}
 	}

@@ -172,15 +172,14 @@ func (m *Masker) MatchColumn(name string) bool {
 	return m != nil && m.matchColumn(name)
 }
 
-// LikePatterns returns SQL LIKE patterns, escaped with '\\' (LIKE's
-// default, and the only escape of `LIKE ANY (...)`), that between them
-// match, case-sensitively, at least every
-// lower-cased name MatchColumn matches: a database can be asked for the
-// columns worth checking with MatchColumn. A '*' becomes '%'; a '?' or a
-// bracket expression, which matches one character, becomes '_', so a
-// pattern with one matches more names than it does.
+// LikePatterns returns SQL LIKE patterns (escape character '\\', LIKE's
+// default) that between them match the database's lower-cased form
+// (`lower(name) LIKE ANY (...)`) of at least every column name MatchColumn
+// matches, whatever the database's locale and encoding: a database can be
+// asked for the columns worth checking with MatchColumn, which alone
+// decides. It is nil when m masks no column by name.
 func (m *Masker) LikePatterns() []string {
-	if m == nil {
+	if !m.MasksColumns() {
 		return nil
 	}
 	out := make([]string, 0, len(m.columns))

@@ -24,7 +24,7 @@
 // Masking is a safety net for honest mistakes, not access control: column
 // rules look at result column names, which a user chooses with AS, and at
 // the table columns the gateway says they read (Masker.PlanSources), which
-// a computed value has none of; the detectors recognise the usual
+// computed values, casts and set operations have none of; the detectors recognise the usual
 // spellings of each kind of number, not every way to encode one.
 package masking
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,19 +108,15 @@ func TestAgainstPostgres(t *testing.T) {
 	})
 
 	t.Run("masked columns", func(t *testing.T) {
-		// The patterns are bound parameters: backslashes in them mean the
+		// The pattern is a bound parameter: backslashes in it mean the
 		// same whatever the string settings.
 		if _, err := pc.Exec(ctx, `SET standard_conforming_strings = off; CREATE TABLE mc1 (id int, api_token text, xssn text, my_ssn text, "Card_Number" text,
-			old_secret_token text, note text);
+			old_secret_token text, note text, "API_SCHLÜSSEL" text, "api_to`+"\u212a"+`en" text, "API_KEY" text);
 			ALTER TABLE mc1 DROP COLUMN old_secret_token;
 			CREATE VIEW mcv AS SELECT api_token AS view_token, id, note AS card_numberx FROM mc1;`).ReadAll(); err != nil {
 			t.Fatal(err)
 		}
-		m, err := masking.New(masking.Config{Columns: []string{"*token*", "*_ssn", "card_number", "x?sn"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := maskedColumns(ctx, pc, m)
+		m, err := masking.New(masking.Config{Columns: []string{"*token*", "*_ssn", "card_number", "x?sn", "*schlüssel*", "*api_key*"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -127,21 +124,59 @@ func TestAgainstPostgres(t *testing.T) {
 		if res.Err != nil {
 			t.Fatal(res.Err)
 		}
-		names := map[string][]string{}
-		for src, name := range got {
-			switch strconv.FormatUint(uint64(src.table), 10) {
-			case string(res.Rows[0][0]):
-				names["mc1"] = append(names["mc1"], fmt.Sprintf("%d:%s", src.attr, name))
-			case string(res.Rows[0][1]):
-				names["mcv"] = append(names["mcv"], fmt.Sprintf("%d:%s", src.attr, name))
+		found := func(t *testing.T) map[string][]string {
+			t.Helper()
+			got, err := maskedColumns(ctx, pc, m)
+			if err != nil {
+				t.Fatal(err)
 			}
+			names := map[string][]string{}
+			for src, name := range got {
+				switch strconv.FormatUint(uint64(src.table), 10) {
+				case string(res.Rows[0][0]):
+					names["mc1"] = append(names["mc1"], fmt.Sprintf("%d:%s", src.attr, name))
+				case string(res.Rows[0][1]):
+					names["mcv"] = append(names["mcv"], fmt.Sprintf("%d:%s", src.attr, name))
+				}
+			}
+			slices.Sort(names["mc1"])
+			return names
 		}
-		slices.Sort(names["mc1"])
 		// The dropped column keeps its number (6) but is not masked; the
-		// view's column 1 reads api_token as view_token.
-		want := map[string][]string{"mc1": {"2:api_token", "3:xssn", "4:my_ssn", "5:Card_Number"}, "mcv": {"1:view_token"}}
-		if !maps.EqualFunc(names, want, slices.Equal) {
-			t.Errorf("got %v, want %v", names, want)
+		// view's column 1 reads api_token as view_token. Capitals the
+		// database's lower() leaves alone (C locale) and the Kelvin sign,
+		// which Go lower-cases to k, are found too.
+		want := map[string][]string{"mc1": {"10:API_KEY", "2:api_token", "3:xssn", "4:my_ssn", "5:Card_Number", "8:API_SCHLÜSSEL",
+			"9:api_to\u212aen"}, "mcv": {"1:view_token"}}
+		if got := found(t); !maps.EqualFunc(got, want, slices.Equal) {
+			t.Errorf("got %v, want %v", got, want)
+		}
+
+		// The client's search_path cannot put look-alike operators or
+		// functions before pg_catalog's.
+		if _, err := pc.Exec(ctx, `CREATE SCHEMA evil;
+			CREATE FUNCTION evil.no(text, text) RETURNS bool LANGUAGE sql AS 'SELECT false';
+			CREATE FUNCTION evil.no(oid, oid) RETURNS bool LANGUAGE sql AS 'SELECT false';
+			CREATE FUNCTION evil.no(int2, int4) RETURNS bool LANGUAGE sql AS 'SELECT false';
+			CREATE FUNCTION evil.lower(text) RETURNS text LANGUAGE sql AS 'SELECT ''x''';
+			CREATE OPERATOR evil.~~ (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.no);
+			CREATE OPERATOR evil.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = evil.no);
+			CREATE OPERATOR evil.> (LEFTARG = int2, RIGHTARG = int4, FUNCTION = evil.no);
+			SET search_path = evil, pg_catalog`).ReadAll(); err != nil {
+			t.Fatal(err)
+		}
+		if got := found(t); !maps.EqualFunc(got, want, slices.Equal) {
+			t.Errorf("with search_path evil, pg_catalog: got %v, want %v", got, want)
+		}
+		if _, err := pc.Exec(ctx, `RESET search_path`).ReadAll(); err != nil {
+			t.Fatal(err)
+		}
+
+		// Too many candidates is an error, not a partial answer.
+		defer func(n int) { maxMaskedColumns = n }(maxMaskedColumns)
+		maxMaskedColumns = 3
+		if _, err := maskedColumns(ctx, pc, m); err == nil || !strings.Contains(err.Error(), "more than 3 columns") {
+			t.Errorf("over the cap: got %v", err)
 		}
 	})
 
