@@ -90,10 +90,11 @@ func (c *columnPattern) matchStars(name string) bool {
 // least one character: a Turkish locale lower-cases 'I' to a dotless 'ı';
 // Go lower-cases U+0130 to 'i' and the Kelvin sign to 'k', which a
 // database may leave alone or, with full case mapping (ICU), turn into two
-// characters ('i' and a combining dot; Lithuanian rules do the same to 'I'
-// and 'J' before an accent). A non-ASCII character, which either side may fold differently,
-// matches any run of characters; so do '?' and a bracket expression, but
-// at least one (one character may be several bytes); '*' matches any run.
+// characters ('i' and a combining dot; Lithuanian rules do the same to
+// 'I' and 'J' before an accent). A non-ASCII character, which either side
+// may fold differently, matches any run of characters; so do '?' and a
+// bracket expression, but at least one (one character may be several
+// bytes); '*' matches any run.
 func likePattern(glob string) string {
 	var b strings.Builder
 	for i := 0; i < len(glob); i++ {
