@@ -406,7 +406,7 @@ func (ch *channel) finish() {
 // allowed reports whether the token grants action for request r (a
 // shell, exec or subsystem). When it does not, the refusal is audited and
 // the request answered by Vigil itself: accepted, then a message on
-// stderr, exit status 1 and the channel closed. A plain "request failed"
+// stderr, exit status 1 and the channel ended. A plain "request failed"
 // would leave the user without the reason, as clients exit before
 // printing what the server wrote.
 func (ch *channel) allowed(action, what string, r *ssh.Request) bool {
@@ -423,7 +423,9 @@ func (ch *channel) allowed(action, what string, r *ssh.Request) bool {
 	}
 	ch.tell(fmt.Sprintf("[vigil] %s is not granted on %s as %s\r\n", action, c.info.target.Name, c.info.login))
 	ch.client.SendRequest("exit-status", false, exitStatus(1))
-	ch.closeClientWrite()
+	// Closing the target's channel ends the output relays; then the
+	// client gets its EOF from handleSession, after any output they were
+	// writing (a CloseWrite here could race their writes).
 	ch.up.Close()
 	return false
 }

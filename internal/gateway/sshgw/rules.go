@@ -76,8 +76,7 @@ func (ch *channel) checkCommand(cmd string, r interface{ Reply(bool, []byte) err
 		}
 		ch.tell("[vigil] " + ruleMessage(top, "command blocked") + "\r\n")
 		ch.client.SendRequest("exit-status", false, exitStatus(1))
-		ch.closeClientWrite()
-		ch.up.Close()
+		ch.up.Close() // ends the output relays; then the client gets EOF (see allowed)
 		return false
 	case rules.ActionPause:
 		c.markRule(top, "paused for review", cmd)
