@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vigil-pam/vigil/internal/store"
 )
 
@@ -103,20 +102,10 @@ func TestSessionRows(t *testing.T) {
 // the row it stores then.
 func TestSessionIDsNotKeptFromRollback(t *testing.T) {
 	db, _ := openDB(t)
-	reg := prometheus.NewRegistry()
-	w := newWriter(t, db, WriterOptions{Registerer: reg})
-	ctx := context.Background()
-	if err := w.Append(ctx, entry("s_1", 1)); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
 	// Writes to queries fail: s_2's row of query_sessions is inserted,
 	// then rolled back with the rest, at each try.
-	if _, err := db.Exec(`ALTER TABLE queries RENAME TO queries_away`); err != nil {
-		t.Fatal(err)
-	}
+	w, reg, repair := storedOneThenBroken(t, db, WriterOptions{})
+	ctx := context.Background()
 	bob := entry("s_2", 1)
 	bob.User = "bob"
 	if err := w.Append(ctx, bob); err != nil {
@@ -128,9 +117,7 @@ func TestSessionIDsNotKeptFromRollback(t *testing.T) {
 		VALUES ('s_3', 'carol', 'other-db', 'app', 'main', '10.0.0.7:1')`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(`ALTER TABLE queries_away RENAME TO queries`); err != nil {
-		t.Fatal(err)
-	}
+	repair()
 	if err := w.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -480,10 +480,14 @@ func TestBackpressure(t *testing.T) {
 // TestStoreFailure: while the store fails, entries are kept; once it has
 // failed for FailAfter, Append and Flush say so (the gateway fails
 // closed); when it works again every kept entry is stored once, in order.
-func TestStoreFailure(t *testing.T) {
-	db, _ := openDB(t)
-	reg := prometheus.NewRegistry()
-	w := newWriter(t, db, WriterOptions{Queue: 4, FailAfter: 10 * time.Millisecond, Registerer: reg})
+// storedOneThenBroken stores s_1/1 through a new Writer with opts (and
+// its metrics in a registry of its own), then takes the queries table
+// away, so that every later write fails until repair puts it back.
+func storedOneThenBroken(t *testing.T, db *store.DB, opts WriterOptions) (w *Writer, reg *prometheus.Registry, repair func()) {
+	t.Helper()
+	reg = prometheus.NewRegistry()
+	opts.Registerer = reg
+	w = newWriter(t, db, opts)
 	ctx := context.Background()
 	if err := w.Append(ctx, entry("s_1", 1)); err != nil {
 		t.Fatal(err)
@@ -491,10 +495,22 @@ func TestStoreFailure(t *testing.T) {
 	if err := w.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// The table goes away: every write fails until it is back.
 	if _, err := db.Exec(`ALTER TABLE queries RENAME TO queries_away`); err != nil {
 		t.Fatal(err)
 	}
+	return w, reg, func() {
+		t.Helper()
+		if _, err := db.Exec(`ALTER TABLE queries_away RENAME TO queries`); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestStoreFailure(t *testing.T) {
+	db, _ := openDB(t)
+	// The table goes away: every write fails until it is back.
+	w, reg, repair := storedOneThenBroken(t, db, WriterOptions{Queue: 4, FailAfter: 10 * time.Millisecond})
+	ctx := context.Background()
 	var appendErr error
 	seq := int64(1)
 	for {
@@ -517,9 +533,7 @@ func TestStoreFailure(t *testing.T) {
 		t.Fatalf("queue_depth: got %v, want %d", got, accepted-1)
 	}
 
-	if _, err := db.Exec(`ALTER TABLE queries_away RENAME TO queries`); err != nil {
-		t.Fatal(err)
-	}
+	repair()
 	waitFor(t, "the writer to recover", func() bool { _, err := w.failure(); return err == nil })
 	if err := w.Append(ctx, entry("s_1", seq)); err != nil {
 		t.Fatalf("append after recovery: %v", err)
